@@ -1,0 +1,103 @@
+//! `cargo xtask bench [SUITE…]`: peers and our criterion benches on the same inputs, one table.
+//!
+//! For each suite: the peer script times the Python peers (threads pinned to 2) and writes the
+//! inputs plus the peers' outputs to `target/bench/`; the criterion bench reads them, checks our
+//! outputs equal the peers' (it panics before timing otherwise), and times ours. The table reads
+//! criterion's median estimates and the peers' medians.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::{cargo, python, run};
+
+struct Suite {
+    /// Name on the command line and criterion group name.
+    name: &'static str,
+    /// Peer timing script, relative to the workspace root.
+    peer_script: &'static str,
+    /// Package and bench target.
+    package: &'static str,
+    bench: &'static str,
+    /// File the peer script writes its timings to, inside `target/bench`.
+    peers_json: &'static str,
+}
+
+const SUITES: &[Suite] = &[Suite {
+    name: "anchors",
+    peer_script: "crates/rpn-anchors/benches/anchors_peers.py",
+    package: "rpn-anchors",
+    bench: "anchors",
+    peers_json: "anchors_peers.json",
+}];
+
+pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
+    let selected: Vec<&Suite> =
+        SUITES.iter().filter(|s| args.is_empty() || args.iter().any(|a| a == s.name)).collect();
+    if selected.is_empty() {
+        let names: Vec<_> = SUITES.iter().map(|s| s.name).collect();
+        return Err(format!("no bench suite named {args:?}; suites: {names:?}"));
+    }
+    let out_dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+
+    let mut table = String::from("| suite | operation | peer | peer ms | ours ms | speed-up |\n|---|---|---|---:|---:|---:|\n");
+    for suite in selected {
+        eprintln!("==> {}: peers", suite.name);
+        run(python::python_command(root, &root.join(suite.peer_script))?.arg(&out_dir))?;
+        eprintln!("==> {}: ours (criterion)", suite.name);
+        run(cargo(root, &["bench", "-p", suite.package, "--bench", suite.bench])
+            .env("RPN_BENCH_DIR", &out_dir))?;
+        append_rows(root, suite, &mut table)?;
+    }
+    println!("\n{table}");
+    println!("Peers: median of repeated runs, 2 threads. Ours: criterion median, 1 thread. Outputs checked equal first.");
+    let summary = out_dir.join("summary.md");
+    std::fs::write(&summary, &table)
+        .map_err(|e| format!("cannot write {}: {e}", summary.display()))?;
+    eprintln!("table written to {}", summary.display());
+    Ok(())
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Criterion's median for `group/id`, in milliseconds (criterion stores `a/b` ids as `a_b`).
+fn ours_ms(root: &Path, group: &str, id: &str) -> Option<f64> {
+    let path = root
+        .join("target/criterion")
+        .join(group)
+        .join(id.replace('/', "_"))
+        .join("new/estimates.json");
+    let ns = read_json(&path).ok()?["median"]["point_estimate"].as_f64()?;
+    Some(ns / 1e6)
+}
+
+fn append_rows(root: &Path, suite: &Suite, table: &mut String) -> Result<(), String> {
+    let peers = read_json(&root.join("target/bench").join(suite.peers_json))?;
+    let ops =
+        peers["ms"].as_object().ok_or_else(|| format!("{}: no `ms` object", suite.peers_json))?;
+    for (op, by_peer) in ops {
+        for (peer, ms) in by_peer.as_object().into_iter().flatten() {
+            let Some(peer_ms) = ms.as_f64() else { continue };
+            // Our bench id is `op/peer` when we run the peer's convention, else `op`.
+            let ours = ours_ms(root, suite.name, &format!("{op}/{peer}"))
+                .or_else(|| ours_ms(root, suite.name, op));
+            let (ours_text, ratio) = match ours {
+                Some(o) => (format!("{o:.3}"), format!("{:.1}x", peer_ms / o)),
+                None => ("missing".into(), "-".into()),
+            };
+            let _ = writeln!(
+                table,
+                "| {} | {op} | {peer} | {peer_ms:.3} | {ours_text} | {ratio} |",
+                suite.name
+            );
+        }
+    }
+    Ok(())
+}
