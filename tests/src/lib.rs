@@ -78,6 +78,12 @@ impl Fixture {
         Array { data, shape }
     }
 
+    /// An `i8` tensor (labels).
+    pub fn i8(&self, key: &str) -> Array<i8> {
+        let (bytes, shape) = self.raw(key, Dtype::I8);
+        Array { data: bytes.into_iter().map(|b| b as i8).collect(), shape }
+    }
+
     /// An `i64` tensor as indices.
     pub fn indices(&self, key: &str) -> Vec<usize> {
         self.i64(key)

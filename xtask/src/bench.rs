@@ -24,13 +24,22 @@ struct Suite {
     peers_json: &'static str,
 }
 
-const SUITES: &[Suite] = &[Suite {
-    name: "anchors",
-    peer_script: "crates/rpn-anchors/benches/anchors_peers.py",
-    package: "rpn-anchors",
-    bench: "anchors",
-    peers_json: "anchors_peers.json",
-}];
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "anchors",
+        peer_script: "crates/rpn-anchors/benches/anchors_peers.py",
+        package: "rpn-anchors",
+        bench: "anchors",
+        peers_json: "anchors_peers.json",
+    },
+    Suite {
+        name: "targets",
+        peer_script: "crates/rpn-targets/benches/targets_peers.py",
+        package: "rpn-targets",
+        bench: "targets",
+        peers_json: "targets_peers.json",
+    },
+];
 
 pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
     let selected: Vec<&Suite> =

@@ -360,13 +360,40 @@ impl AnchorConfig {
         self.generate_unchecked(image, shapes)
     }
 
+    /// The anchors of [`AnchorConfig::generate`] before rounding to `f32`, as `[x1, y1, x2, y2]`.
+    ///
+    /// Matterport generates and matches anchors in `float64`; its tie sets (anchors sharing a GT's
+    /// best IoU) depend on that precision. Matching on these corners reproduces them exactly
+    /// (see `rpn-targets`' `Matcher::with_f64_anchors`).
+    pub fn generate_f64(&self, image: ImageSize) -> Result<Vec<[f64; 4]>, AnchorError> {
+        self.validate()?;
+        let levels = self.layout(image, &self.feature_shapes(image))?;
+        let mut corners = Vec::with_capacity(levels.iter().map(AnchorLevel::len).sum());
+        self.emit_corners(&levels, |c| corners.push(c));
+        Ok(corners)
+    }
+
     fn generate_unchecked(
         &self,
         image: ImageSize,
         shapes: &[FeatureShape],
     ) -> Result<Anchors, AnchorError> {
+        let levels = self.layout(image, shapes)?;
+        let mut boxes = Vec::with_capacity(levels.iter().map(AnchorLevel::len).sum());
+        self.emit_corners(&levels, |[x1, y1, x2, y2]| {
+            boxes.push(Bbox::new(x1 as f32, y1 as f32, x2 as f32, y2 as f32));
+        });
+        Ok(Anchors { boxes, levels })
+    }
+
+    /// Per-level bookkeeping: strides actually used, grid shapes, index ranges.
+    fn layout(
+        &self,
+        image: ImageSize,
+        shapes: &[FeatureShape],
+    ) -> Result<Vec<AnchorLevel>, AnchorError> {
         let mut levels = Vec::with_capacity(self.levels.len());
-        let mut start = 0;
+        let mut start = 0usize;
         for (l, (level, shape)) in self.levels.iter().zip(shapes).enumerate() {
             let (stride_y, stride_x) = match self.stride_rule {
                 StrideRule::Configured => (level.stride, level.stride),
@@ -391,8 +418,11 @@ impl AnchorConfig {
             })?;
             levels.push(entry);
         }
+        Ok(levels)
+    }
 
-        let mut boxes = Vec::with_capacity(start);
+    /// Calls `emit([x1, y1, x2, y2])` in `f64` for every anchor, in level → y → x → anchor order.
+    fn emit_corners(&self, levels: &[AnchorLevel], mut emit: impl FnMut([f64; 4])) {
         let offset = f64::from(self.offset);
         for (l, level) in levels.iter().enumerate() {
             let cell = self.cell_half_extents(l);
@@ -401,18 +431,12 @@ impl AnchorConfig {
                 let cy = (f64::from(y) + offset) * sy;
                 for x in 0..level.shape.width {
                     let cx = (f64::from(x) + offset) * sx;
-                    boxes.extend(cell.iter().map(|&(hw, hh)| {
-                        Bbox::new(
-                            (cx - hw) as f32,
-                            (cy - hh) as f32,
-                            (cx + hw) as f32,
-                            (cy + hh) as f32,
-                        )
-                    }));
+                    for &(hw, hh) in &cell {
+                        emit([cx - hw, cy - hh, cx + hw, cy + hh]);
+                    }
                 }
             }
         }
-        Ok(Anchors { boxes, levels })
     }
 }
 
