@@ -39,6 +39,13 @@ const SUITES: &[Suite] = &[
         bench: "targets",
         peers_json: "targets_peers.json",
     },
+    Suite {
+        name: "proposals",
+        peer_script: "crates/rpn-proposals/benches/proposals_peers.py",
+        package: "rpn-proposals",
+        bench: "proposals",
+        peers_json: "proposals_peers.json",
+    },
 ];
 
 pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {

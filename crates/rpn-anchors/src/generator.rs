@@ -373,6 +373,35 @@ impl AnchorConfig {
         Ok(corners)
     }
 
+    /// The anchors in Matterport's normalised in-graph coordinates, what its inference model is
+    /// fed (`norm_boxes(anchors, image_shape)`): the `f64` corners of
+    /// [`AnchorConfig::generate_f64`] mapped by `(b − [0, 0, 1, 1]) / [h − 1, w − 1, h − 1, w − 1]`
+    /// and rounded once, so the values equal Matterport's `float32` anchors bit for bit. The boxes
+    /// keep the [`Bbox`] field names (`x1` is the normalised `x1`); `levels` are unchanged.
+    ///
+    /// ```
+    /// # use rpn_anchors::{AnchorConfig, ImageSize};
+    /// let anchors = AnchorConfig::matterport_fpn().generate_matterport_normalized(ImageSize::new(1024, 1024)?)?;
+    /// assert_eq!(anchors.len(), 261_888);
+    /// assert!((anchors.boxes[1].y2 - 0.014663).abs() < 1e-6); // the square 32-px anchor at (0, 0)
+    /// # Ok::<(), rpn_anchors::AnchorError>(())
+    /// ```
+    pub fn generate_matterport_normalized(&self, image: ImageSize) -> Result<Anchors, AnchorError> {
+        self.validate()?;
+        let levels = self.layout(image, &self.feature_shapes(image))?;
+        let (sh, sw) = (f64::from(image.height) - 1.0, f64::from(image.width) - 1.0);
+        let mut boxes = Vec::with_capacity(levels.iter().map(AnchorLevel::len).sum());
+        self.emit_corners(&levels, |[x1, y1, x2, y2]| {
+            boxes.push(Bbox::new(
+                (x1 / sw) as f32,
+                (y1 / sh) as f32,
+                ((x2 - 1.0) / sw) as f32,
+                ((y2 - 1.0) / sh) as f32,
+            ));
+        });
+        Ok(Anchors { boxes, levels })
+    }
+
     fn generate_unchecked(
         &self,
         image: ImageSize,
