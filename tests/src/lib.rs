@@ -9,6 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// README's Rust example, compiled and run as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use rpn_anchors::Bbox;
 use safetensors::{Dtype, SafeTensors};
 
