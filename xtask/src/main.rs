@@ -125,6 +125,16 @@ fn test_all() -> Result<(), String> {
             Box::new(move || run(&mut cargo(&root, &["test", "--locked", "-p", &name]))),
         ));
     }
+    // Optional features that CPU-only CI can build (GPU features are compile-gated elsewhere).
+    steps.push((
+        "features".into(),
+        Box::new(|| {
+            run(&mut cargo(
+                &root,
+                &["check", "--locked", "-p", "rpn-anchors", "--features", "serde"],
+            ))
+        }),
+    ));
     steps.push((
         "doc".into(),
         Box::new(|| {
