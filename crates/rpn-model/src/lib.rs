@@ -1,0 +1,91 @@
+//! candle models of the seed notebooks: backbones and RPN heads with Keras numerics.
+//!
+//! - [`SeedResNet`]: seeds 000/001's bottleneck ResNet (3×3 stem, stages of bottleneck blocks,
+//!   1×1 stride-2 projection in each stage's first block); [`SeedResNetConfig::seed000`]
+//!   (`[3, 6, 4]`, stride 8, 1024 channels) and [`SeedResNetConfig::seed001`] (`[2]`, stride 2,
+//!   256 channels).
+//! - [`SeedRpnHead`]: seeds 000/001's head (3×3 256 *linear*, `2k` logits, `4k` deltas) and
+//!   [`Seed002Head`]: seed 002's head on 512-channel features (3×3 512 ReLU, `k` sigmoid, `4k`).
+//! - [`Vgg16`]: the VGG16 convolutional body (Keras `block1_conv1` … `block5_conv3`), so seed
+//!   002's head runs on images.
+//! - [`SeedRpn`]: backbone + head, images in, Keras-layout outputs out.
+//!
+//! Conventions at the API edge are Keras': images are **NHWC** `f32`; RPN outputs are
+//! `[B, H·W·k, 2]` logits/probabilities and `[B, H·W·k, 4]` deltas with row `(y·W + x)·k + a`
+//! (the head's NCHW output is permuted to NHWC before reshaping); seed 002 returns `[B, H, W, k]`
+//! and `[B, H, W, 4k]`. Inside, tensors are NCHW as candle's convolutions expect. BatchNorm uses
+//! Keras' epsilon 1e-3 and the moving statistics (inference).
+//!
+//! `VarBuilder` paths are stable, documented names ([`SeedResNet`] lists them); Keras layer names
+//! are used where Keras has meaningful ones (seed 002, VGG16). Parameter counts equal Keras'
+//! exactly: seed 000 9,276,086 (27,520 non-trainable), seed 001 754,486, seed 002 2,382,893.
+
+mod head;
+mod resnet;
+mod vgg;
+
+pub use head::{RpnOutputs, Seed002Head, Seed002Outputs, SeedRpnHead, SeedRpnHeadConfig};
+pub use resnet::{SeedResNet, SeedResNetConfig};
+pub use vgg::Vgg16;
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// Keras `BatchNormalization` default epsilon (PyTorch/candle default 1e-5 would shift outputs).
+pub const KERAS_BN_EPS: f64 = 1e-3;
+
+/// Images NHWC (Keras) → NCHW (candle), checking the rank.
+pub fn nhwc_to_nchw(images: &Tensor) -> Result<Tensor> {
+    if images.rank() != 4 {
+        candle_core::bail!("expected NHWC images [B, H, W, C], got shape {:?}", images.dims())
+    }
+    images.permute((0, 3, 1, 2))?.contiguous()
+}
+
+/// A seed 000/001 RPN: [`SeedResNet`] + [`SeedRpnHead`].
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use rpn_model::{SeedResNetConfig, SeedRpn};
+///
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let model = SeedRpn::new(&SeedResNetConfig::seed001(), 9, vb)?;
+/// let images = Tensor::zeros((2, 64, 48, 3), DType::F32, &Device::Cpu)?; // NHWC, any size /2
+/// let out = model.forward_nhwc(&images)?;
+/// assert_eq!(out.logits.dims(), &[2, 32 * 24 * 9, 2]);
+/// assert_eq!(out.deltas.dims(), &[2, 32 * 24 * 9, 4]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SeedRpn {
+    /// The backbone, at `backbone.*`.
+    pub backbone: SeedResNet,
+    /// The head, at `rpn.*`.
+    pub head: SeedRpnHead,
+}
+
+impl SeedRpn {
+    /// Builds the model with `k` anchors per cell (9 in the seeds): `backbone.*` and `rpn.*` in `vb`.
+    pub fn new(config: &SeedResNetConfig, anchors_per_cell: usize, vb: VarBuilder) -> Result<Self> {
+        let backbone = SeedResNet::new(config, vb.pp("backbone"))?;
+        let head_config = SeedRpnHeadConfig {
+            in_channels: backbone.out_channels(),
+            ..SeedRpnHeadConfig::seed(anchors_per_cell)
+        };
+        let head = SeedRpnHead::new(&head_config, vb.pp("rpn"))?;
+        Ok(Self { backbone, head })
+    }
+
+    /// NHWC images → Keras-layout RPN outputs. Each image side must be divisible by the stride.
+    pub fn forward_nhwc(&self, images: &Tensor) -> Result<RpnOutputs> {
+        let x = nhwc_to_nchw(images)?;
+        let (_, _, h, w) = x.dims4()?;
+        let s = self.backbone.stride();
+        if h % s != 0 || w % s != 0 {
+            candle_core::bail!("image size {h}x{w} is not divisible by the backbone stride {s}")
+        }
+        self.head.forward(&self.backbone.forward(&x)?)
+    }
+}
