@@ -20,10 +20,12 @@
 //! are used where Keras has meaningful ones (seed 002, VGG16). Parameter counts equal Keras'
 //! exactly: seed 000 9,276,086 (27,520 non-trainable), seed 001 754,486, seed 002 2,382,893.
 
+mod arch;
 mod head;
 mod resnet;
 mod vgg;
 
+pub use arch::{Arch, KerasLayout, Model};
 pub use head::{RpnOutputs, Seed002Head, Seed002Outputs, SeedRpnHead, SeedRpnHeadConfig};
 pub use resnet::{SeedResNet, SeedResNetConfig};
 pub use vgg::Vgg16;

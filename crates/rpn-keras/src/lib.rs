@@ -1,0 +1,359 @@
+//! Keras weight files → safetensors for `rpn-model`, in pure Rust (no Python at run time).
+//!
+//! Reads the three layouts Keras writes (see `keras-h5-formats.md` in the project notes):
+//! - Keras 2 `model.save_weights("x.h5")`: root attribute `layer_names`, per layer a group with
+//!   attribute `weight_names` and datasets `<layer>/<layer>/kernel:0`, …;
+//! - Keras 2 full-model `model.save("x.h5")`: the same tree under the group `model_weights`;
+//! - Keras 3 `model.save_weights("x.weights.h5")`: groups `layers/<class-derived name>/vars/<i>`.
+//!
+//! Layers are mapped onto a [`KerasLayout`] (from `rpn_model::Arch::keras_layout`): by name when
+//! Keras names them meaningfully, else by **creation order per layer type** — the numeric suffix
+//! of auto names (`conv2d_17`; the counter is global to the Python process, so only the order
+//! counts). Keras 3 numbers its class-derived paths (`conv2d_1`) in graph order, which can differ
+//! from creation order (seed 002 lists `classification` before `location`); when creation order
+//! does not fit the shapes but the shapes name every layer unambiguously, shapes decide. Kernels go from HWIO to
+//! OIHW with `(3, 2, 0, 1)`; BatchNorm `gamma, beta, moving_mean, moving_variance` become
+//! `weight, bias, running_mean, running_var`.
+//!
+//! [`port`] checks everything before writing: every missing, unexpected or mis-shaped tensor is
+//! listed (with both shapes) in one [`PortError::Mismatch`], and [`write_safetensors`] writes to a
+//! temporary file and renames it, so a failed port never leaves a partial file behind.
+
+mod h5;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use h5::{read_keras_file, KerasFileKind, KerasLayer, KerasWeight};
+pub use rpn_model::KerasLayout;
+
+/// Everything that can go wrong in a port; messages name the file, tensor and shapes.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The file could not be opened or parsed as HDF5.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the HDF5 reader said.
+        message: String,
+    },
+    /// HDF5, but not a layout Keras writes.
+    #[error("{path} is not a Keras weights file: {message}")]
+    NotKeras {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
+    /// The file's tensors do not fit the model; every problem is listed, one per line.
+    #[error("{path} does not fit the model ({} problem(s)):\n  {}", problems.len(), problems.join("\n  "))]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// One line per missing, unexpected or mis-shaped tensor.
+        problems: Vec<String>,
+    },
+    /// Writing the output failed (the temporary file is removed).
+    #[error("cannot write {path}: {message}")]
+    Write {
+        /// The output path.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// Options of [`port`].
+#[derive(Debug, Clone, Default)]
+pub struct PortOptions {
+    /// Layer names to skip, as Matterport's `load_weights(exclude=…)`; `*` matches any run of
+    /// characters (`mrcnn_*`).
+    pub exclude: Vec<String>,
+}
+
+/// Ported tensors: model path → (shape, row-major `f32` values), ready to write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PortedWeights {
+    /// Tensors by model path.
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Layers of the file skipped by [`PortOptions::exclude`].
+    pub excluded: Vec<String>,
+}
+
+/// `*`-glob match of a whole name.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            name.len() >= head.len()
+                && name.starts_with(head)
+                && (0..=name.len() - head.len()).any(|i| glob_match(tail, &name[head.len() + i..]))
+        }
+    }
+}
+
+/// Creation-order key of an auto-generated Keras name: `conv2d` → 0, `conv2d_17` → 17.
+fn creation_index(name: &str) -> u64 {
+    name.rsplit_once('_').and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
+}
+
+/// The model-side names of a layer's weights, in Keras' weight order.
+fn targets(path: &str, layer: &KerasLayer) -> Vec<String> {
+    let suffixes: &[&str] = if layer.weights.len() == 2 {
+        &["weight", "bias"]
+    } else {
+        &["weight", "bias", "running_mean", "running_var"]
+    };
+    suffixes.iter().map(|s| format!("{path}.{s}")).collect()
+}
+
+/// Shape of a Keras weight once ported (kernels HWIO → OIHW).
+fn ported_shape(w: &KerasWeight) -> Vec<usize> {
+    match w.shape[..] {
+        [kh, kw, ci, co] => vec![co, ci, kh, kw],
+        _ => w.shape.clone(),
+    }
+}
+
+/// True if every weight of `layer` has the shape the model expects at `path`.
+fn fits(path: &str, layer: &KerasLayer, expected: &BTreeMap<String, Vec<usize>>) -> bool {
+    targets(path, layer)
+        .iter()
+        .zip(&layer.weights)
+        .all(|(t, w)| expected.get(t) == Some(&ported_shape(w)))
+}
+
+/// `(path, layer)` pairs when each path fits exactly one layer and no layer serves two paths.
+fn unique_by_shape(
+    paths: &[String],
+    layers: &[KerasLayer],
+    expected: &BTreeMap<String, Vec<usize>>,
+) -> Option<Vec<(String, KerasLayer)>> {
+    if paths.len() != layers.len() {
+        return None;
+    }
+    let mut used = vec![false; layers.len()];
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        let mut candidates = layers.iter().enumerate().filter(|(_, l)| fits(p, l, expected));
+        let (i, l) = candidates.next()?;
+        if candidates.next().is_some() || used[i] {
+            return None;
+        }
+        used[i] = true;
+        out.push((p.clone(), l.clone()));
+    }
+    Some(out)
+}
+
+/// HWIO → OIHW: `out[o][i][h][w] = in[h][w][i][o]`.
+fn hwio_to_oihw(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let [kh, kw, ci, co] = [shape[0], shape[1], shape[2], shape[3]];
+    let mut out = vec![0.0; data.len()];
+    for h in 0..kh {
+        for w in 0..kw {
+            for i in 0..ci {
+                for o in 0..co {
+                    out[((o * ci + i) * kh + h) * kw + w] = data[((h * kw + w) * ci + i) * co + o];
+                }
+            }
+        }
+    }
+    (vec![co, ci, kh, kw], out)
+}
+
+/// Maps the layers of a Keras file onto `layout`, checking every shape against `expected`
+/// (model path → shape, e.g. `rpn_model::Arch::tensor_shapes`). Nothing is written.
+pub fn port(
+    path: &Path,
+    layout: &KerasLayout,
+    expected: &BTreeMap<String, Vec<usize>>,
+    options: &PortOptions,
+) -> Result<PortedWeights, PortError> {
+    let (_, layers) = read_keras_file(path)?;
+    let mut out = PortedWeights::default();
+    let mut problems = Vec::new();
+    let mut convs = Vec::new();
+    let mut bns = Vec::new();
+    for layer in layers {
+        if options.exclude.iter().any(|p| glob_match(p, &layer.name)) {
+            out.excluded.push(layer.name);
+            continue;
+        }
+        match layer.weights.len() {
+            0 => {}
+            2 if layer.weights[0].shape.len() == 4 => convs.push(layer),
+            4 => bns.push(layer),
+            _ => problems.push(format!(
+                "unexpected layer `{}` with weights {:?}",
+                layer.name,
+                layer.weights.iter().map(|w| (&w.name, &w.shape)).collect::<Vec<_>>()
+            )),
+        }
+    }
+    let pair =
+        |kind: &str, paths: &[String], layers: Vec<KerasLayer>, problems: &mut Vec<String>| {
+            let mut matched = Vec::new();
+            if layout.named
+                && layers.iter().all(|l| paths.contains(&l.name))
+                && layers.len() == paths.len()
+            {
+                for p in paths {
+                    if let Some(l) = layers.iter().find(|l| &l.name == p) {
+                        matched.push((p.clone(), l.clone()));
+                    }
+                }
+            } else {
+                // By creation order (auto names, or Keras 3's class-derived paths): `conv2d_10`
+                // comes after `conv2d_9`, which a name sort would not give.
+                let mut layers = layers;
+                layers.sort_by_key(|l| creation_index(&l.name));
+                if layers.len() != paths.len() {
+                    problems.push(format!(
+                        "the file has {} {kind} layers, the model {} (file: {:?})",
+                        layers.len(),
+                        paths.len(),
+                        layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>()
+                    ));
+                }
+                let in_order = paths.iter().zip(&layers).all(|(p, l)| fits(p, l, expected));
+                match (in_order, unique_by_shape(paths, &layers, expected)) {
+                    // Keras 3 numbers layers in graph order, which can differ from creation
+                    // order (seed 002 lists `classification` before `location`): when creation
+                    // order does not fit but shapes name each layer unambiguously, use shapes.
+                    (false, Some(by_shape)) => matched.extend(by_shape),
+                    _ => matched.extend(paths.iter().cloned().zip(layers)),
+                }
+            }
+            matched
+        };
+    let conv_pairs = pair("conv", &layout.convs, convs, &mut problems);
+    let bn_pairs = pair("batch-norm", &layout.bns, bns, &mut problems);
+
+    let mut put = |target: String,
+                   keras: String,
+                   shape: Vec<usize>,
+                   data: Vec<f32>,
+                   problems: &mut Vec<String>| {
+        match expected.get(&target) {
+            None => problems.push(format!(
+                "unexpected tensor `{keras}` → `{target}`, which the model does not have"
+            )),
+            Some(want) if *want != shape => problems.push(format!(
+                "shape mismatch for `{keras}` → `{target}`: file {shape:?}, model {want:?}"
+            )),
+            Some(_) => {
+                out.tensors.insert(target, (shape, data));
+            }
+        }
+    };
+    for (path, layer) in conv_pairs {
+        let [kernel, bias] = [&layer.weights[0], &layer.weights[1]];
+        let (shape, data) = hwio_to_oihw(&kernel.shape, &kernel.data);
+        put(
+            format!("{path}.weight"),
+            format!("{}/{}", layer.name, kernel.name),
+            shape,
+            data,
+            &mut problems,
+        );
+        put(
+            format!("{path}.bias"),
+            format!("{}/{}", layer.name, bias.name),
+            bias.shape.clone(),
+            bias.data.clone(),
+            &mut problems,
+        );
+    }
+    for (path, layer) in bn_pairs {
+        for (w, ours) in layer.weights.iter().zip(["weight", "bias", "running_mean", "running_var"])
+        {
+            put(
+                format!("{path}.{ours}"),
+                format!("{}/{}", layer.name, w.name),
+                w.shape.clone(),
+                w.data.clone(),
+                &mut problems,
+            );
+        }
+    }
+    for (target, shape) in expected {
+        if !out.tensors.contains_key(target) {
+            problems.push(format!(
+                "missing tensor `{target}` {shape:?}: no layer of the file maps to it"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        problems.sort();
+        problems.dedup();
+        Err(PortError::Mismatch { path: path.to_owned(), problems })
+    }
+}
+
+/// Writes `weights` as safetensors (`f32`), atomically: a temporary file beside `path`, then a
+/// rename. On error the temporary file is removed and `path` is untouched.
+pub fn write_safetensors(weights: &PortedWeights, path: &Path) -> Result<(), PortError> {
+    let fail = |message: String| PortError::Write { path: path.to_owned(), message };
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
+        .tensors
+        .iter()
+        .map(|(k, (shape, data))| {
+            (k.clone(), shape.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(k, shape, data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|v| (k.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| fail(e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string())));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_creation_order() {
+        assert!(glob_match("mrcnn_*", "mrcnn_bbox_fc"));
+        assert!(glob_match("*_bn", "stem_bn"));
+        assert!(!glob_match("mrcnn_*", "rpn_model"));
+        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        assert_eq!(creation_index("conv2d"), 0);
+        assert_eq!(creation_index("conv2d_17"), 17);
+        assert_eq!(creation_index("batch_normalization_3"), 3);
+    }
+
+    #[test]
+    fn hwio_to_oihw_moves_each_value() {
+        // kh=1, kw=2, in=2, out=3: value = h·100 + w·10 + i + o·1000 (as HWIO, row-major).
+        let shape = [1, 2, 2, 3];
+        let mut data = Vec::new();
+        for w in 0..2 {
+            for i in 0..2 {
+                for o in 0..3 {
+                    data.push((w * 10 + i + o * 1000) as f32);
+                }
+            }
+        }
+        let (s, out) = hwio_to_oihw(&shape, &data);
+        assert_eq!(s, [3, 2, 1, 2]);
+        // OIHW index of o=2, i=1, h=0, w=1 in [3, 2, 1, 2]: ((2·2 + 1)·1 + 0)·2 + 1 = 11.
+        assert_eq!(out[11], 2011.0);
+    }
+}
