@@ -135,3 +135,72 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rtol: f32, ato
 pub fn flat_xyxy(boxes: &[Bbox]) -> Vec<f32> {
     boxes.iter().flat_map(|b| b.to_xyxy()).collect()
 }
+
+/// The integer hash the Keras fixture scripts share with these tests (`tests/fixtures/keras_seeds.py`):
+/// weights, BN statistics and inputs are generated from it on both sides, so large models need no
+/// stored checkpoint and values are exact in both languages.
+pub mod hashed {
+    use candle_core::{Device, Tensor};
+    use candle_nn::VarMap;
+
+    /// `lowbias32`, evaluated like numpy's wrapping `uint32` arithmetic.
+    pub fn lowbias32(mut x: u32) -> u32 {
+        x ^= x >> 16;
+        x = x.wrapping_mul(0x7FEB_352D);
+        x ^= x >> 15;
+        x = x.wrapping_mul(0x846C_A68B);
+        x ^ (x >> 16)
+    }
+
+    /// `keras_seeds.unit(n, salt)`: `n` floats in [0, 1) with 24 significant bits.
+    pub fn unit(n: usize, salt: u32) -> Vec<f32> {
+        let s = lowbias32(salt);
+        (0..n as u32).map(|i| (lowbias32(i ^ s) >> 8) as f32 / (1u32 << 24) as f32).collect()
+    }
+
+    /// `keras_seeds.hashed(shape, salt, scale)`: `(unit − 0.5) · scale`, row-major in `shape`.
+    pub fn tensor(shape: &[usize], salt: u32, scale: f32) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f32> = unit(n, salt).into_iter().map(|u| (u - 0.5) * scale).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("length matches shape")
+    }
+
+    /// Sets a model's convs and BNs (paths in Keras creation order) exactly as
+    /// `keras_seeds.set_weights` sets Keras': kernels generated HWIO, then transposed to OIHW
+    /// with `(3, 2, 0, 1)` as a port must.
+    pub fn set_weights(varmap: &VarMap, convs: &[String], bns: &[String]) {
+        let vars = varmap.data().lock().expect("varmap lock");
+        let set = |name: &str, t: Tensor| {
+            let var = vars.get(name).unwrap_or_else(|| panic!("no variable `{name}`"));
+            assert_eq!(var.dims(), t.dims(), "{name}");
+            var.set(&t).expect("same shape and dtype");
+        };
+        for (k, path) in convs.iter().enumerate() {
+            let k = k as u32;
+            let (o, i, kh, kw) =
+                vars[&format!("{path}.weight")].dims4().expect("conv weight is 4-D");
+            let hwio = tensor(&[kh, kw, i, o], 1000 + 10 * k, 2.0 / ((kh * kw * i) as f32).sqrt());
+            set(
+                &format!("{path}.weight"),
+                hwio.permute((3, 2, 0, 1)).and_then(|t| t.contiguous()).expect("permute"),
+            );
+            set(&format!("{path}.bias"), tensor(&[o], 1001 + 10 * k, 0.2));
+        }
+        for (k, path) in bns.iter().enumerate() {
+            let k = k as u32;
+            let n = vars[&format!("{path}.weight")].dims1().expect("BN weight is 1-D");
+            let t = |salt: u32, f: fn(f32) -> f32| {
+                Tensor::from_vec(
+                    unit(n, salt).into_iter().map(f).collect::<Vec<_>>(),
+                    n,
+                    &Device::Cpu,
+                )
+                .expect("length")
+            };
+            set(&format!("{path}.weight"), t(5000 + 10 * k, |u| 0.5 + u));
+            set(&format!("{path}.bias"), t(5001 + 10 * k, |u| u - 0.5));
+            set(&format!("{path}.running_mean"), t(5002 + 10 * k, |u| (u - 0.5) * 0.2));
+            set(&format!("{path}.running_var"), t(5003 + 10 * k, |u| 0.5 + u));
+        }
+    }
+}

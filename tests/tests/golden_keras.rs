@@ -16,28 +16,11 @@ use rpn_keras::{
     port, read_keras_file, write_safetensors, KerasFileKind, PortError, PortOptions, PortedWeights,
 };
 use rpn_model::{Arch, Seed002Head};
+use rpn_tests::hashed::tensor as hashed;
 use rpn_tests::{fixtures_dir, Fixture};
 
 fn keras_file(name: &str) -> PathBuf {
     fixtures_dir().join("keras").join(name)
-}
-
-fn lowbias32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7FEB_352D);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846C_A68B);
-    x ^ (x >> 16)
-}
-
-/// `keras_seeds.hashed(shape, salt, scale)`.
-fn hashed(shape: &[usize], salt: u32, scale: f32) -> Tensor {
-    let s = lowbias32(salt);
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as u32)
-        .map(|i| ((lowbias32(i ^ s) >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
 fn var_builder(weights: &PortedWeights) -> VarBuilder<'static> {

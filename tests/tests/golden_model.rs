@@ -13,58 +13,8 @@ use candle_nn::{VarBuilder, VarMap};
 use rpn_model::{
     nhwc_to_nchw, Seed002Head, SeedResNet, SeedResNetConfig, SeedRpn, SeedRpnHead, Vgg16,
 };
+use rpn_tests::hashed::{set_weights as set_hashed_weights, tensor as hashed};
 use rpn_tests::Fixture;
-
-fn lowbias32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7FEB_352D);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846C_A68B);
-    x ^ (x >> 16)
-}
-
-/// `gen_model.py`'s `unit(n, salt)`.
-fn unit(n: usize, salt: u32) -> Vec<f32> {
-    let s = lowbias32(salt);
-    (0..n as u32).map(|i| (lowbias32(i ^ s) >> 8) as f32 / (1u32 << 24) as f32).collect()
-}
-
-/// `gen_model.py`'s `hashed(shape, salt, scale)`, row-major.
-fn hashed(shape: &[usize], salt: u32, scale: f32) -> Tensor {
-    let n = shape.iter().product();
-    let v: Vec<f32> = unit(n, salt).into_iter().map(|u| (u - 0.5) * scale).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-/// Sets the varmap's convs and BNs (paths in Keras creation order) as `gen_model.py` sets Keras'.
-fn set_hashed_weights(varmap: &VarMap, convs: &[String], bns: &[String]) {
-    let vars = varmap.data().lock().unwrap();
-    let set = |name: &str, t: Tensor| {
-        let var = vars.get(name).unwrap_or_else(|| panic!("no variable `{name}`"));
-        assert_eq!(var.dims(), t.dims(), "{name}");
-        var.set(&t).unwrap();
-    };
-    for (k, path) in convs.iter().enumerate() {
-        let k = k as u32;
-        let (o, i, kh, kw) = vars[&format!("{path}.weight")].dims4().unwrap();
-        // Keras stores HWIO; candle wants OIHW: transpose (3, 2, 0, 1).
-        let hwio = hashed(&[kh, kw, i, o], 1000 + 10 * k, 2.0 / ((kh * kw * i) as f32).sqrt());
-        set(&format!("{path}.weight"), hwio.permute((3, 2, 0, 1)).unwrap().contiguous().unwrap());
-        set(&format!("{path}.bias"), hashed(&[o], 1001 + 10 * k, 0.2));
-    }
-    for (k, path) in bns.iter().enumerate() {
-        let k = k as u32;
-        let n = vars[&format!("{path}.weight")].dims1().unwrap();
-        let t = |salt: u32, f: fn(f32) -> f32| {
-            Tensor::from_vec(unit(n, salt).into_iter().map(f).collect::<Vec<_>>(), n, &Device::Cpu)
-                .unwrap()
-        };
-        set(&format!("{path}.weight"), t(5000 + 10 * k, |u| 0.5 + u));
-        set(&format!("{path}.bias"), t(5001 + 10 * k, |u| u - 0.5));
-        set(&format!("{path}.running_mean"), t(5002 + 10 * k, |u| (u - 0.5) * 0.2));
-        set(&format!("{path}.running_var"), t(5003 + 10 * k, |u| 0.5 + u));
-    }
-}
 
 /// `(total, non-trainable)` parameters: BN moving statistics are Keras' non-trainable weights.
 fn param_counts(varmap: &VarMap) -> [i64; 2] {

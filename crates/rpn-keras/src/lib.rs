@@ -288,7 +288,7 @@ pub fn port(
     if problems.is_empty() {
         Ok(out)
     } else {
-        problems.sort();
+        // Layer-count problems come first (they explain the rest); order is otherwise the model's.
         problems.dedup();
         Err(PortError::Mismatch { path: path.to_owned(), problems })
     }
