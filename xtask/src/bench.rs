@@ -46,6 +46,13 @@ const SUITES: &[Suite] = &[
         bench: "proposals",
         peers_json: "proposals_peers.json",
     },
+    Suite {
+        name: "seed_forward",
+        peer_script: "tests/benches/seed_forward_peers.py",
+        package: "rpn-tests",
+        bench: "seed_forward",
+        peers_json: "seed_forward_peers.json",
+    },
 ];
 
 pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
