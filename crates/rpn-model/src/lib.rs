@@ -30,11 +30,15 @@ pub use head::{RpnOutputs, Seed002Head, Seed002Outputs, SeedRpnHead, SeedRpnHead
 pub use resnet::{SeedResNet, SeedResNetConfig};
 pub use vgg::Vgg16;
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// Keras `BatchNormalization` default epsilon (PyTorch/candle default 1e-5 would shift outputs).
 pub const KERAS_BN_EPS: f64 = 1e-3;
+
+/// Weight of a batch's statistics in the moving ones: Keras' `momentum = 0.99` keeps 0.99 of the
+/// old value, candle's `momentum` names the new value's share, hence 0.01.
+pub const KERAS_BN_UPDATE: f64 = 0.01;
 
 /// Images NHWC (Keras) → NCHW (candle), checking the rank.
 pub fn nhwc_to_nchw(images: &Tensor) -> Result<Tensor> {
@@ -80,14 +84,21 @@ impl SeedRpn {
         Ok(Self { backbone, head })
     }
 
-    /// NHWC images → Keras-layout RPN outputs. Each image side must be divisible by the stride.
+    /// NHWC images → Keras-layout RPN outputs (inference: BN moving statistics). Each image side
+    /// must be divisible by the stride.
     pub fn forward_nhwc(&self, images: &Tensor) -> Result<RpnOutputs> {
+        self.forward_nhwc_t(images, false)
+    }
+
+    /// As [`SeedRpn::forward_nhwc`]; `train = true` runs BatchNorm in training mode (batch
+    /// statistics, moving averages updated).
+    pub fn forward_nhwc_t(&self, images: &Tensor, train: bool) -> Result<RpnOutputs> {
         let x = nhwc_to_nchw(images)?;
         let (_, _, h, w) = x.dims4()?;
         let s = self.backbone.stride();
         if h % s != 0 || w % s != 0 {
             candle_core::bail!("image size {h}x{w} is not divisible by the backbone stride {s}")
         }
-        self.head.forward(&self.backbone.forward(&x)?)
+        self.head.forward(&self.backbone.forward_t(&x, train)?)
     }
 }

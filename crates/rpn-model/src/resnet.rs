@@ -3,7 +3,7 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{batch_norm, conv2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
 
-use crate::KERAS_BN_EPS;
+use crate::{KERAS_BN_EPS, KERAS_BN_UPDATE};
 
 /// Stages of the seed ResNet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +46,14 @@ impl ConvBn {
         // Keras "same" for 3×3 stride 1 pads 1 on every side; the 1×1 layers are "valid".
         let cfg = Conv2dConfig { padding: k / 2, stride, ..Default::default() };
         let conv = conv2d(c_in, c_out, k, cfg, vb.pp(format!("{prefix}_conv")))?;
-        let bn_cfg = BatchNormConfig { eps: KERAS_BN_EPS, ..Default::default() };
+        let bn_cfg =
+            BatchNormConfig { eps: KERAS_BN_EPS, momentum: KERAS_BN_UPDATE, ..Default::default() };
         let bn = batch_norm(c_out, bn_cfg, vb.pp(format!("{prefix}_bn")))?;
         Ok(Self { conv, bn })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, false)
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
     }
 }
 
@@ -81,12 +82,12 @@ impl Bottleneck {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.a.forward(x)?.relu()?;
-        let y = self.b.forward(&y)?.relu()?;
-        let y = self.c.forward(&y)?;
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.a.forward_t(x, train)?.relu()?;
+        let y = self.b.forward_t(&y, train)?.relu()?;
+        let y = self.c.forward_t(&y, train)?;
         let shortcut = match &self.shortcut {
-            Some(s) => s.forward(x)?,
+            Some(s) => s.forward_t(x, train)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -139,6 +140,11 @@ impl SeedResNet {
         self.out_channels
     }
 
+    /// Inference forward pass (BN with the moving statistics); [`ModuleT::forward_t`] trains.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
     /// Total stride (`2^stages`).
     pub fn stride(&self) -> usize {
         1 << self.stages.len()
@@ -165,11 +171,13 @@ impl SeedResNet {
     }
 }
 
-impl Module for SeedResNet {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = self.stem.forward(x)?.relu()?;
+/// `train = true` normalises with batch statistics and updates the moving ones (Keras momentum
+/// 0.99); `false` uses the moving statistics (inference, and Keras' frozen BN).
+impl ModuleT for SeedResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.stem.forward_t(x, train)?.relu()?;
         for block in self.stages.iter().flatten() {
-            x = block.forward(&x)?;
+            x = block.forward_t(&x, train)?;
         }
         Ok(x)
     }
