@@ -23,6 +23,11 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 from keras_seeds import creation_order, hashed, res_net, rpn_net, set_weights  # noqa: E402
+from peers import median_ms as _median_ms  # noqa: E402
+
+
+def median_ms(fn):
+    return _median_ms(fn, min_runs=5, min_seconds=2.0)
 
 torch.set_num_threads(2)
 tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -31,14 +36,6 @@ out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "bench")
 os.makedirs(out_dir, exist_ok=True)
 
 
-def median_ms(fn, min_runs=5, min_seconds=2.0):
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
 
 
 x_in = KL.Input((64, 64, 3))

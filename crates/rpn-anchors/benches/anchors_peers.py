@@ -25,19 +25,14 @@ import numpy as np
 from mrcnn import utils as mp_utils
 from safetensors.numpy import save_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "fixtures"))
+from peers import median_ms  # noqa: E402
+
 torch.set_num_threads(2)
 out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "bench")
 os.makedirs(out_dir, exist_ok=True)
 
 
-def median_ms(fn, min_runs=7, min_seconds=1.0):
-    fn()  # warm-up
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
 
 
 STD = np.array([0.1, 0.1, 0.2, 0.2])

@@ -12,7 +12,6 @@ top 6000 → decode → clip → NMS → 1000), run as a `tf.function`. Peers: t
 (taken from the installed mrcnn/model.py, see tests/fixtures/gen_proposals.py).
 """
 
-import ast
 import json
 import math
 import os
@@ -29,6 +28,9 @@ import mrcnn
 from mrcnn import utils as mp_utils
 from safetensors.numpy import save_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "fixtures"))
+from peers import matterport_model, median_ms  # noqa: E402
+
 torch.set_num_threads(2)
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(2)
@@ -37,14 +39,6 @@ os.makedirs(out_dir, exist_ok=True)
 rng = np.random.default_rng(3)
 
 
-def median_ms(fn, min_runs=7, min_seconds=1.0):
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
 
 
 def f32(a):
@@ -90,18 +84,11 @@ io["levels5x1000/keep"] = torchvision.ops.batched_nms(tb, ts, tl, 0.7)[:1000].nu
 timings["batched_nms_5x1000_cap1000"] = {"torchvision": median_ms(lambda: torchvision.ops.batched_nms(tb, ts, tl, 0.7)[:1000])}
 
 # Matterport's ProposalLayer at 1024², inference (1000 proposals).
-path = os.path.join(os.path.dirname(mrcnn.__file__), "model.py")
-tree = ast.parse(open(path).read())
-nodes = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-         and n.name in {"ProposalLayer", "apply_box_deltas_graph", "clip_boxes_graph"}]
-
-
-class KE:
+class KE:  # the names ProposalLayer reaches through `keras.engine as KE`
     Layer = tf_keras.layers.Layer
 
 
-ns = {"np": np, "tf": tf, "utils": mp_utils, "KE": KE}
-exec(compile(ast.Module(body=nodes, type_ignores=[]), path, "exec"), ns)
+ns = matterport_model(["ProposalLayer", "apply_box_deltas_graph", "clip_boxes_graph"], np=np, tf=tf, utils=mp_utils, KE=KE)
 
 
 class Config:

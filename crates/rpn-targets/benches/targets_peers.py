@@ -11,7 +11,6 @@ tests/fixtures/gen_targets.py for why it is loaded with `ast`), and torchvision'
 `box_iou` + `Matcher(0.7, 0.3, True)` + `BalancedPositiveNegativeSampler(256, 0.5)` + `BoxCoder.encode`.
 """
 
-import ast
 import json
 import math
 import os
@@ -27,27 +26,22 @@ import mrcnn
 from mrcnn import utils as mp_utils
 from safetensors.numpy import save_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "fixtures"))
+from peers import matterport_model  # noqa: E402
+
+
+def median_ms(fn):
+    from peers import median_ms as m
+    return m(fn, min_runs=5)
+
 torch.set_num_threads(2)
 out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "bench")
 os.makedirs(out_dir, exist_ok=True)
 
 
-def median_ms(fn, min_runs=5, min_seconds=1.0):
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
 
 
-path = os.path.join(os.path.dirname(mrcnn.__file__), "model.py")
-tree = ast.parse(open(path).read())
-fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_rpn_targets")
-ns = {"np": np, "utils": mp_utils}
-exec(compile(ast.Module(body=[fn], type_ignores=[]), path, "exec"), ns)
-build_rpn_targets = ns["build_rpn_targets"]
+build_rpn_targets = matterport_model(["build_rpn_targets"], np=np, utils=mp_utils)["build_rpn_targets"]
 
 
 class Config:
