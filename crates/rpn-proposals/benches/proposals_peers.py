@@ -23,13 +23,12 @@ import torchvision
 
 import numpy as np
 import tensorflow as tf
-import tf_keras
 import mrcnn
 from mrcnn import utils as mp_utils
 from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "fixtures"))
-from peers import matterport_model, median_ms  # noqa: E402
+from peers import matterport_proposal_layer, median_ms  # noqa: E402
 
 torch.set_num_threads(2)
 tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -84,25 +83,12 @@ io["levels5x1000/keep"] = torchvision.ops.batched_nms(tb, ts, tl, 0.7)[:1000].nu
 timings["batched_nms_5x1000_cap1000"] = {"torchvision": median_ms(lambda: torchvision.ops.batched_nms(tb, ts, tl, 0.7)[:1000])}
 
 # Matterport's ProposalLayer at 1024², inference (1000 proposals).
-class KE:  # the names ProposalLayer reaches through `keras.engine as KE`
-    Layer = tf_keras.layers.Layer
-
-
-ns = matterport_model(["ProposalLayer", "apply_box_deltas_graph", "clip_boxes_graph"], np=np, tf=tf, utils=mp_utils, KE=KE)
-
-
-class Config:
-    RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
-    PRE_NMS_LIMIT = 6000
-    IMAGES_PER_GPU = 1
-
-
 anchors = mp_utils.generate_pyramid_anchors((32, 64, 128, 256, 512), [0.5, 1, 2],
                                             np.array([(math.ceil(1024 / s),) * 2 for s in (4, 8, 16, 32, 64)]), [4, 8, 16, 32, 64], 1)
 anchors = f32(mp_utils.norm_boxes(anchors, (1024, 1024)))
 fg = f32(rng.uniform(0, 1, len(anchors)))
 deltas = f32(rng.normal(0, 1, (len(anchors), 4)))
-layer = ns["ProposalLayer"](proposal_count=1000, nms_threshold=0.7, config=Config())
+layer = matterport_proposal_layer(1000)
 inputs = [tf.constant(np.stack([1 - fg, fg], axis=1)[None]), tf.constant(deltas[None]), tf.constant(anchors[None])]
 graph = tf.function(layer.call)
 io["layer/fg_probs"], io["layer/deltas"] = fg, deltas
