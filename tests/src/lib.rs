@@ -17,6 +17,14 @@ pub struct ReadmeDoctests;
 use rpn_anchors::Bbox;
 use safetensors::{Dtype, SafeTensors};
 
+/// A fresh directory under the system temp dir, unique to this test process and `name`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rpn-tests-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
 /// Directory holding the committed fixtures.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")

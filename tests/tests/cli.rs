@@ -5,19 +5,11 @@
 //! `tests/fixtures/model.safetensors` (`gen_model.py`), for the same hashed weights and input.
 
 // Test helpers unwrap: a panic is how a test reports failure.
-#![allow(clippy::unwrap_used)]
-
-use std::path::PathBuf;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use candle_core::{Device, Tensor};
 use rpn_cli::{run, CliError};
-use rpn_tests::{fixtures_dir, Fixture};
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rpn-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use rpn_tests::{fixtures_dir, scratch_dir, Fixture};
 
 fn rpn(args: &[&str]) -> Result<String, CliError> {
     run(std::iter::once("rpn").chain(args.iter().copied()))
@@ -137,4 +129,136 @@ fn failures_are_one_message_and_leave_no_output() {
     assert!(err.to_string().contains("has no tensor `backbone.stage0.block2"), "{err}");
     assert!(!dir.join("o.npz").exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// README's first command block: the demo line, with a small budget appended.
+fn readme_demo_args() -> Vec<String> {
+    let readme = std::fs::read_to_string(fixtures_dir().join("../../README.md")).unwrap();
+    let block = readme.split("```").nth(1).expect("README opens with a command block");
+    let line = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("cargo run"))
+        .expect("README's first block runs the demo with cargo run");
+    let command = line.split('#').next().unwrap().trim();
+    let (cargo, args) = command.split_once(" -- ").expect("cargo run … -- ARGS");
+    assert_eq!(cargo, "cargo run --release -p rpn-cli", "README's main job is the rpn CLI");
+    args.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn readme_demo_command_runs_with_a_tiny_budget() {
+    let dir = scratch_dir("demo");
+    let mut args = readme_demo_args();
+    assert_eq!(args.first().map(String::as_str), Some("demo"));
+    let out = dir.join("out");
+    args.extend(["--steps", "2", "--images", "6", "-o"].map(String::from));
+    args.push(out.to_str().unwrap().to_owned());
+    let report = rpn(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    assert!(report.contains("held-out recall (IoU 0.5, top 100)"), "{report}");
+    for file in [
+        "final.safetensors",
+        "loss.csv",
+        "loss.png",
+        "recall.json",
+        "proposals_0.png",
+        "proposals_3.png",
+    ] {
+        assert!(out.join(file).is_file(), "demo did not write {file}");
+    }
+    let recall: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("recall.json")).unwrap()).unwrap();
+    assert_eq!(recall["images"], 6);
+    for key in ["recall_iou0.5_top100", "recall_iou0.7_top100", "ar_top100", "ar_top1000"] {
+        let v = recall[key].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    let png = image::open(out.join("proposals_0.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (384, 384), "64×64 shapes drawn at 6×");
+    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "header + 2 steps:\n{csv}");
+}
+
+#[test]
+fn train_resume_eval_and_propose_from_the_command_line() {
+    let dir = scratch_dir("train");
+    let run_dir = dir.join("run");
+    let run = run_dir.to_str().unwrap();
+    let train = |steps: &str, resume: bool| {
+        let mut args =
+            vec!["train", "--steps", steps, "--batch-size", "2", "--seed", "4", "-o", run];
+        if resume {
+            args.push("--resume");
+        }
+        rpn(&args)
+    };
+    let report = train("2", false).unwrap();
+    assert!(report.contains("for 2 steps of 2"), "{report}");
+    let report = train("3", true).unwrap();
+    assert!(report.contains("for 3 steps"), "{report}");
+    let csv = std::fs::read_to_string(run_dir.join("loss.csv")).unwrap();
+    let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(steps, ["1", "2", "3"], "a resumed run appends to loss.csv:\n{csv}");
+    let err = train("3", true).unwrap_err();
+    assert!(err.to_string().contains("already at step 3"), "{err}");
+
+    let weights = run_dir.join("final.safetensors");
+    let json = rpn(&[
+        "eval",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--images",
+        "4",
+        "--seed",
+        "9",
+        "--json",
+    ])
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["images"], 4);
+    assert!(report["gt_boxes"].as_u64().unwrap() >= 4, "every shapes image has a shape");
+
+    // A 96×80 PNG: the network runs at 96×80 (seed 001's stride 2 divides both).
+    let image_path = dir.join("picture.png");
+    image::RgbImage::from_fn(96, 80, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 90]))
+        .save(&image_path)
+        .unwrap();
+    let out = dir.join("proposals.json");
+    let drawn = dir.join("drawn.png");
+    let report = rpn(&[
+        "propose",
+        "--arch",
+        "seed001",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--image",
+        image_path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--draw",
+        drawn.to_str().unwrap(),
+        "--top",
+        "7",
+    ])
+    .unwrap();
+    assert!(report.contains("drew"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let first = &json["images"][0];
+    assert_eq!((first["width"].as_u64(), first["height"].as_u64()), (Some(96), Some(80)));
+    let proposals = first["proposals"].as_array().unwrap();
+    assert_eq!(proposals.len(), 7);
+    for p in proposals {
+        let b: Vec<f64> =
+            p["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 96.0 && b[3] <= 80.0, "clipped: {b:?}");
+    }
+    let scores: Vec<f64> = proposals.iter().map(|p| p["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked best first: {scores:?}");
+    assert!(drawn.is_file());
+
+    let err =
+        rpn(&["eval", "--arch", "seed000", "--weights", weights.to_str().unwrap()]).unwrap_err();
+    assert!(err.to_string().contains("not seed000 weights"), "{err}");
+    let err = rpn(&["train", "--dataset", "/no/such/dir", "--steps", "1", "-o", run]).unwrap_err();
+    assert!(err.to_string().contains("neither `shapes` nor a directory"), "{err}");
 }

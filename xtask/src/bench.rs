@@ -53,6 +53,13 @@ const SUITES: &[Suite] = &[
         bench: "seed_forward",
         peers_json: "seed_forward_peers.json",
     },
+    Suite {
+        name: "train_step",
+        peer_script: "tests/benches/train_step_peers.py",
+        package: "rpn-tests",
+        bench: "train_step",
+        peers_json: "train_step_peers.json",
+    },
 ];
 
 pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
@@ -76,7 +83,7 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
         append_rows(root, suite, &mut table)?;
     }
     println!("\n{table}");
-    println!("Peers: median of repeated runs, 2 threads. Ours: criterion median, 1 thread. Outputs checked equal first.");
+    println!("Peers: median of repeated runs, 2 threads. Ours: criterion median; box math on 1 thread, candle's GEMM on the 2 cores. Outputs checked equal first.");
     let summary = out_dir.join("summary.md");
     std::fs::write(&summary, &table)
         .map_err(|e| format!("cannot write {}: {e}", summary.display()))?;

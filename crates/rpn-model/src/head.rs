@@ -1,7 +1,9 @@
 //! RPN heads of the seeds, with outputs in Keras layout.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, ops, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{ops, Conv2dConfig, VarBuilder};
+
+use crate::conv::{conv2d, Conv};
 
 /// Sizes of [`SeedRpnHead`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +49,9 @@ fn to_keras_rows(x: &Tensor, per_anchor: usize) -> Result<Tensor> {
 /// `Conv2D(2k, 1×1)` → logits and `Conv2D(4k, 1×1)` → deltas. Paths: `shared`, `class_raw`, `bbox`.
 #[derive(Debug, Clone)]
 pub struct SeedRpnHead {
-    shared: Conv2d,
-    class_raw: Conv2d,
-    bbox: Conv2d,
+    shared: Conv,
+    class_raw: Conv,
+    bbox: Conv,
 }
 
 impl SeedRpnHead {
@@ -100,9 +102,9 @@ pub struct Seed002Outputs {
 /// Paths are the Keras names: `3x3`, `location`, `classification`.
 #[derive(Debug, Clone)]
 pub struct Seed002Head {
-    conv: Conv2d,
-    location: Conv2d,
-    classification: Conv2d,
+    conv: Conv,
+    location: Conv,
+    classification: Conv,
 }
 
 impl Seed002Head {

@@ -21,16 +21,19 @@
 //! exactly: seed 000 9,276,086 (27,520 non-trainable), seed 001 754,486, seed 002 2,382,893.
 
 mod arch;
+mod batch_norm;
+mod conv;
 mod head;
 mod resnet;
 mod vgg;
 
 pub use arch::{Arch, KerasLayout, Model};
+pub use batch_norm::BatchNormMode;
 pub use head::{RpnOutputs, Seed002Head, Seed002Outputs, SeedRpnHead, SeedRpnHeadConfig};
 pub use resnet::{SeedResNet, SeedResNetConfig};
 pub use vgg::Vgg16;
 
-use candle_core::{ModuleT, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// Keras `BatchNormalization` default epsilon (PyTorch/candle default 1e-5 would shift outputs).
@@ -93,12 +96,19 @@ impl SeedRpn {
     /// As [`SeedRpn::forward_nhwc`]; `train = true` runs BatchNorm in training mode (batch
     /// statistics, moving averages updated).
     pub fn forward_nhwc_t(&self, images: &Tensor, train: bool) -> Result<RpnOutputs> {
+        let mode = if train { BatchNormMode::Train } else { BatchNormMode::Inference };
+        self.forward_nhwc_mode(images, mode)
+    }
+
+    /// As [`SeedRpn::forward_nhwc`] with the backbone's BatchNorms in `mode` (e.g.
+    /// [`BatchNormMode::Calibrate`] to recompute population statistics after training).
+    pub fn forward_nhwc_mode(&self, images: &Tensor, mode: BatchNormMode) -> Result<RpnOutputs> {
         let x = nhwc_to_nchw(images)?;
         let (_, _, h, w) = x.dims4()?;
         let s = self.backbone.stride();
         if h % s != 0 || w % s != 0 {
             candle_core::bail!("image size {h}x{w} is not divisible by the backbone stride {s}")
         }
-        self.head.forward(&self.backbone.forward_t(&x, train)?)
+        self.head.forward(&self.backbone.forward_mode(&x, mode)?)
     }
 }

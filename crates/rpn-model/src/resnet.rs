@@ -1,7 +1,10 @@
 //! Seeds 000/001's bottleneck ResNet.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{batch_norm, conv2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{batch_norm, BatchNormConfig, Conv2dConfig, VarBuilder};
+
+use crate::batch_norm::{BatchNormMode, Bn};
+use crate::conv::{conv2d, Conv};
 
 use crate::{KERAS_BN_EPS, KERAS_BN_UPDATE};
 
@@ -29,8 +32,8 @@ impl SeedResNetConfig {
 /// Conv + Keras BatchNorm (epsilon 1e-3), the pair every layer of the seed ResNet uses.
 #[derive(Debug, Clone)]
 struct ConvBn {
-    conv: Conv2d,
-    bn: BatchNorm,
+    conv: Conv,
+    bn: Bn,
 }
 
 impl ConvBn {
@@ -48,12 +51,12 @@ impl ConvBn {
         let conv = conv2d(c_in, c_out, k, cfg, vb.pp(format!("{prefix}_conv")))?;
         let bn_cfg =
             BatchNormConfig { eps: KERAS_BN_EPS, momentum: KERAS_BN_UPDATE, ..Default::default() };
-        let bn = batch_norm(c_out, bn_cfg, vb.pp(format!("{prefix}_bn")))?;
+        let bn = Bn(batch_norm(c_out, bn_cfg, vb.pp(format!("{prefix}_bn")))?);
         Ok(Self { conv, bn })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+    fn forward_mode(&self, x: &Tensor, mode: BatchNormMode) -> Result<Tensor> {
+        self.bn.forward_mode(&self.conv.forward(x)?, mode)
     }
 }
 
@@ -82,12 +85,12 @@ impl Bottleneck {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.a.forward_t(x, train)?.relu()?;
-        let y = self.b.forward_t(&y, train)?.relu()?;
-        let y = self.c.forward_t(&y, train)?;
+    fn forward_mode(&self, x: &Tensor, mode: BatchNormMode) -> Result<Tensor> {
+        let y = self.a.forward_mode(x, mode)?.relu()?;
+        let y = self.b.forward_mode(&y, mode)?.relu()?;
+        let y = self.c.forward_mode(&y, mode)?;
         let shortcut = match &self.shortcut {
-            Some(s) => s.forward_t(x, train)?,
+            Some(s) => s.forward_mode(x, mode)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -142,7 +145,16 @@ impl SeedResNet {
 
     /// Inference forward pass (BN with the moving statistics); [`ModuleT::forward_t`] trains.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_t(x, false)
+        self.forward_mode(x, BatchNormMode::Inference)
+    }
+
+    /// The forward pass with every BatchNorm in `mode`.
+    pub fn forward_mode(&self, x: &Tensor, mode: BatchNormMode) -> Result<Tensor> {
+        let mut x = self.stem.forward_mode(x, mode)?.relu()?;
+        for block in self.stages.iter().flatten() {
+            x = block.forward_mode(&x, mode)?;
+        }
+        Ok(x)
     }
 
     /// Total stride (`2^stages`).
@@ -175,10 +187,6 @@ impl SeedResNet {
 /// 0.99); `false` uses the moving statistics (inference, and Keras' frozen BN).
 impl ModuleT for SeedResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = self.stem.forward_t(x, train)?.relu()?;
-        for block in self.stages.iter().flatten() {
-            x = block.forward_t(&x, train)?;
-        }
-        Ok(x)
+        self.forward_mode(x, if train { BatchNormMode::Train } else { BatchNormMode::Inference })
     }
 }

@@ -1,7 +1,9 @@
 //! The VGG16 convolutional body with Keras layer names.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::conv::{conv2d, Conv};
 
 /// `(block, convs, channels)` of VGG16.
 const BLOCKS: [(usize, usize, usize); 5] =
@@ -12,7 +14,7 @@ const BLOCKS: [(usize, usize, usize); 5] =
 /// 512-channel `block5_conv3` map at stride 16 — the features seed 002's head reads.
 #[derive(Debug, Clone)]
 pub struct Vgg16 {
-    convs: Vec<(usize, Conv2d)>,
+    convs: Vec<(usize, Conv)>,
 }
 
 impl Vgg16 {

@@ -1,21 +1,64 @@
-//! Seed 001's training recipe: shapes batches, Matterport targets, seed 001's losses, SGD with
-//! momentum (Keras' update), BatchNorm in training mode.
+//! Seed 001's training recipe: batches from a [`Dataset`], Matterport targets, seed 001's losses,
+//! SGD with momentum (Keras' update), BatchNorm in training mode; checkpoints that resume exactly.
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand_chacha::ChaCha8Rng;
-use rpn_anchors::{AnchorConfig, Anchors, BoxCoder, ImageSize};
+use rpn_anchors::{Anchors, BoxCoder, ImageSize};
 use rpn_loss::matterport_losses;
-use rpn_model::{SeedResNetConfig, SeedRpn};
+use rpn_model::{Arch, BatchNormMode, SeedRpn};
 use rpn_targets::{
     matterport_targets_into, seeded_rng, Matcher, MatcherConfig, MatterportTargets, Sampler,
     SamplerConfig,
 };
 
-use crate::ShapesDataset;
+use crate::checkpoint;
+use crate::data::{stream_rng, streams, training_index, Dataset, ShapesSource};
+use crate::pipeline::{seed_configs, RpnPipeline};
+use crate::Error;
+
+/// How the learning rate changes with the step (a factor on [`TrainConfig::lr`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Always `lr` (seed 001).
+    Constant,
+    /// `lr · gamma^(step / every)` (Keras `ExponentialDecay(staircase=True)`, torch `StepLR`).
+    Step {
+        /// Steps between decays.
+        every: usize,
+        /// Factor per decay.
+        gamma: f64,
+    },
+    /// Half a cosine from `lr` at step 0 to `lr · floor` at `total_steps` (torch
+    /// `CosineAnnealingLR` with `eta_min = lr · floor`), constant afterwards.
+    Cosine {
+        /// Length of the decay.
+        total_steps: usize,
+        /// Final share of `lr`.
+        floor: f64,
+    },
+}
+
+impl LrSchedule {
+    /// The factor at `step` (0-based).
+    pub fn factor(&self, step: usize) -> f64 {
+        match *self {
+            Self::Constant => 1.0,
+            Self::Step { every, gamma } => gamma.powi((step / every.max(1)) as i32),
+            Self::Cosine { total_steps, floor } => {
+                let t = (step as f64 / total_steps.max(1) as f64).min(1.0);
+                floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
 
 /// Hyper-parameters; `Default` is seed 001's (`SGD(lr=0.0005, momentum=0.9)`, batches of 20).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     /// Learning rate.
     pub lr: f64,
@@ -25,55 +68,105 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Images per step.
     pub batch_size: usize,
-    /// Seed of the weights' initialisation, the data and the anchor sampling.
+    /// Seed of the initial weights, the order of the images and the anchor sampling.
     pub seed: u64,
+    /// Rescale the gradients when their global L2 norm exceeds this (torch
+    /// `clip_grad_norm_`); `None` in the seed.
+    pub clip_grad_norm: Option<f64>,
+    /// Learning-rate schedule; constant in the seed.
+    pub schedule: LrSchedule,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { lr: 5e-4, momentum: 0.9, weight_decay: 0.0, batch_size: 20, seed: 0 }
+        Self {
+            lr: 5e-4,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            batch_size: 20,
+            seed: 0,
+            clip_grad_norm: None,
+            schedule: LrSchedule::Constant,
+        }
     }
 }
 
-/// Keras' `SGD(momentum=…)` over every trainable variable (BN moving statistics get no gradient
-/// and are skipped).
+impl TrainConfig {
+    /// Rejects values that cannot train (names the field and value).
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str, v: String| Err(Error::Config(format!("{what} {v} is out of range")));
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("learning rate", self.lr.to_string());
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum (needs 0 ≤ m < 1)", self.momentum.to_string());
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("weight decay", self.weight_decay.to_string());
+        }
+        if self.batch_size == 0 {
+            return bad("batch size", "0".into());
+        }
+        if let Some(c) = self.clip_grad_norm.filter(|c| !(*c > 0.0 && c.is_finite())) {
+            return bad("gradient clipping norm", c.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Keras' `SGD(momentum=…)` over named trainable variables (BN moving statistics get no
+/// gradient and are not in it).
 #[derive(Debug)]
 pub struct SgdMomentum {
-    vars: Vec<(Var, Tensor)>,
+    vars: Vec<(String, Var, Tensor)>,
     config: TrainConfig,
 }
 
 impl SgdMomentum {
     /// Velocities start at zero, as Keras'.
-    pub fn new(vars: Vec<Var>, config: TrainConfig) -> Result<Self> {
-        let vars =
-            vars.into_iter().map(|v| Ok((v.clone(), v.zeros_like()?))).collect::<Result<_>>()?;
+    pub fn new(vars: Vec<(String, Var)>, config: TrainConfig) -> candle_core::Result<Self> {
+        let vars = vars
+            .into_iter()
+            .map(|(n, v)| Ok((n, v.clone(), v.zeros_like()?)))
+            .collect::<candle_core::Result<_>>()?;
         Ok(Self { vars, config })
     }
 
-    /// One update from the gradients of `loss`.
-    pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+    /// One update with learning rate `lr` from the gradients of `loss`; returns the gradients'
+    /// global L2 norm before clipping.
+    pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> candle_core::Result<f64> {
         let grads = loss.backward()?;
-        for (var, velocity) in &mut self.vars {
-            let Some(g) = grads.get(var) else { continue };
-            // Detached: a velocity that kept its gradient's graph would keep every past step alive.
-            let g = g.detach();
-            let g = if self.config.weight_decay > 0.0 {
-                (g + (var.as_tensor().detach() * self.config.weight_decay)?)?
-            } else {
-                g
-            };
-            *velocity = ((&*velocity * self.config.momentum)? - (g * self.config.lr)?)?.detach();
+        // Detached: a velocity that kept its gradient's graph would keep every past step alive.
+        let grads: Vec<Option<Tensor>> =
+            self.vars.iter().map(|(_, v, _)| grads.get(v).map(Tensor::detach)).collect();
+        let mut sum_sq = 0f64;
+        for g in grads.iter().flatten() {
+            sum_sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+        let norm = sum_sq.sqrt();
+        let clip = match self.config.clip_grad_norm {
+            Some(max) if norm > max => max / (norm + 1e-6),
+            _ => 1.0,
+        };
+        for ((_, var, velocity), g) in self.vars.iter_mut().zip(grads) {
+            let Some(mut g) = g else { continue };
+            if clip != 1.0 {
+                g = (g * clip)?;
+            }
+            if self.config.weight_decay > 0.0 {
+                g = (g + (var.as_tensor().detach() * self.config.weight_decay)?)?;
+            }
+            *velocity = ((&*velocity * self.config.momentum)? - (g * lr)?)?.detach();
             var.set(&(var.as_tensor().detach() + &*velocity)?)?;
         }
-        Ok(())
+        Ok(norm)
     }
 }
 
 /// Keras' default initialisation, deterministic: variables are visited in name order (a `VarMap`
 /// iterates in hash order); conv kernels `[O, I, kh, kw]` get Glorot-uniform
 /// `±√(6 / (fan_in + fan_out))`, conv biases 0; BatchNorm keeps candle's γ = 1, β = 0, μ = 0, σ² = 1.
-fn keras_init(varmap: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
+fn keras_init(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
     use rand_core::Rng;
     let vars = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mut names: Vec<&String> = vars.keys().collect();
@@ -87,24 +180,27 @@ fn keras_init(varmap: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
                 .map(|_| ((rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * limit)
                 .collect();
             var.set(&Tensor::from_vec(values, (o, i, kh, kw), var.device())?)?;
-        } else if let Some(conv) = name
+        } else if name
             .strip_suffix(".bias")
-            .filter(|p| vars.get(&format!("{p}.weight")).is_some_and(|w| w.rank() == 4))
+            .is_some_and(|p| vars.get(&format!("{p}.weight")).is_some_and(|w| w.rank() == 4))
         {
-            let _ = conv;
             var.set(&var.zeros_like()?)?;
         }
     }
     Ok(())
 }
 
-/// Loss parts of one step.
+/// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepLosses {
     /// `rpn_class_loss`.
     pub objectness: f32,
     /// `rpn_bbox_loss`.
     pub box_regression: f32,
+    /// Global L2 norm of the gradients (before clipping).
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
 }
 
 impl StepLosses {
@@ -114,70 +210,114 @@ impl StepLosses {
     }
 }
 
-/// Trains seed 001 on shapes, one batch per [`Trainer::step`].
+const CHECKPOINT_FORMAT: &str = "rpn-checkpoint-1";
+const VELOCITY_PREFIX: &str = "optimizer.velocity.";
+
+/// Trains a seed RPN (000 or 001) one batch per [`Trainer::step`].
 pub struct Trainer {
-    /// The variables (weights and BN statistics), e.g. to save them.
+    /// The variables (weights and BN statistics).
     pub varmap: VarMap,
     /// The model being trained.
     pub model: SeedRpn,
+    arch: Arch,
     anchors: Anchors,
     image: ImageSize,
-    data: ShapesDataset,
+    dataset: Box<dyn Dataset>,
     optimizer: SgdMomentum,
-    rng: ChaCha8Rng,
     config: TrainConfig,
+    step: usize,
     targets: MatterportTargets,
 }
 
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("arch", &self.arch)
+            .field("dataset", &self.dataset.describe())
+            .field("config", &self.config)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Trainer {
-    /// A fresh seed 001 initialised as Keras does (Glorot-uniform kernels, zero biases, BN γ = 1,
-    /// β = 0), from `config.seed`: the same seed gives the same weights and losses.
-    pub fn seed001(config: TrainConfig) -> Result<Self> {
+    /// A fresh `arch` (seed000 or seed001) initialised as Keras does (Glorot-uniform kernels, zero
+    /// biases, BN γ = 1, β = 0) from `config.seed`: the same seed and data give the same losses.
+    pub fn new(arch: Arch, config: TrainConfig, dataset: Box<dyn Dataset>) -> Result<Self, Error> {
+        config.validate()?;
+        let (backbone, anchor_config) = seed_configs(arch)?;
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let model = SeedRpn::new(&SeedResNetConfig::seed001(), 9, vb)?;
-        let mut rng = seeded_rng(config.seed);
-        keras_init(&varmap, &mut rng)?;
-        let data = ShapesDataset::default();
-        let image = ImageSize { height: data.side as u32, width: data.side as u32 };
-        let anchors = AnchorConfig::seed001()
-            .generate(image)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let model = SeedRpn::new(&backbone, 9, vb)?;
+        keras_init(&varmap, &mut seeded_rng(config.seed))?;
+        let image = dataset.image_size();
+        let anchors = anchor_config.generate(image)?;
         // Only weights and biases learn; the BN moving statistics are updated by the forward pass.
         let trainable = {
             let vars = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            vars.iter()
+            let mut named: Vec<(String, Var)> = vars
+                .iter()
                 .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
-                .map(|(_, v)| v.clone())
-                .collect()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            named
         };
         let optimizer = SgdMomentum::new(trainable, config)?;
         Ok(Self {
             varmap,
             model,
+            arch,
             anchors,
             image,
-            data,
+            dataset,
             optimizer,
-            rng,
             config,
+            step: 0,
             targets: MatterportTargets::default(),
         })
     }
 
-    /// One SGD step on a fresh batch; returns its losses (before the update).
-    pub fn step(&mut self) -> Result<StepLosses> {
+    /// Seed 001 on its synthetic shapes (training stream of `config.seed`).
+    pub fn seed001(config: TrainConfig) -> Result<Self, Error> {
+        Self::new(Arch::Seed001, config, Box::new(ShapesSource::train(config.seed)))
+    }
+
+    /// The architecture being trained.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Steps done so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The data set being trained on.
+    pub fn dataset(&self) -> &dyn Dataset {
+        self.dataset.as_ref()
+    }
+
+    /// One SGD step on the next batch; returns its losses (before the update).
+    pub fn step(&mut self) -> Result<StepLosses, Error> {
         let b = self.config.batch_size;
-        let err = |e: rpn_targets::TargetError| candle_core::Error::Msg(e.to_string());
-        let matcher = Matcher::new(&self.anchors, MatcherConfig::default()).map_err(err)?;
-        let mut sampler = Sampler::new(SamplerConfig::default()).map_err(err)?;
+        let matcher = Matcher::new(&self.anchors, MatcherConfig::default())?;
+        let mut sampler = Sampler::new(SamplerConfig::default())?;
         let rows = sampler.config().batch_size;
         let (mut pixels, mut matches, mut bbox) = (Vec::new(), Vec::new(), Vec::<f32>::new());
-        for _ in 0..b {
-            let sample = self.data.sample(&mut self.rng);
-            let mut m = matcher.match_anchors(&sample.boxes, &[], self.image).map_err(err)?;
-            sampler.sample(&mut m.labels, &mut self.rng);
+        for j in 0..b {
+            let k = self.step * b + j;
+            let sample =
+                self.dataset.get(training_index(self.dataset.as_ref(), self.config.seed, k))?;
+            let mut m = matcher.match_anchors(&sample.boxes, &sample.crowd, self.image)?;
+            let mut rng = stream_rng(self.config.seed, streams::ANCHOR_SAMPLING | k as u64);
+            sampler.sample(&mut m.labels, &mut rng);
             matterport_targets_into(
                 &self.anchors.boxes,
                 &sample.boxes,
@@ -185,24 +325,118 @@ impl Trainer {
                 &BoxCoder::matterport(),
                 rows,
                 &mut self.targets,
-            )
-            .map_err(err)?;
+            )?;
             pixels.extend(sample.pixels);
             matches.extend(self.targets.rpn_match.iter().map(|&v| v as f32));
             bbox.extend(self.targets.rpn_bbox.iter().flatten().copied());
         }
-        let side = self.data.side;
+        let (h, w) = (self.image.height as usize, self.image.width as usize);
         let a = self.anchors.len();
-        let images = Tensor::from_vec(pixels, (b, side, side, 3), &Device::Cpu)?;
+        let images = Tensor::from_vec(pixels, (b, h, w, 3), &Device::Cpu)?;
         let rpn_match = Tensor::from_vec(matches, (b, a), &Device::Cpu)?;
         let target_bbox = Tensor::from_vec(bbox, (b, rows, 4), &Device::Cpu)?;
         let out = self.model.forward_nhwc_t(&images, true)?;
         let losses = matterport_losses(&rpn_match, &out.logits, &target_bbox, &out.deltas)?;
-        let step = StepLosses {
-            objectness: losses.objectness.to_vec0::<f32>()?,
-            box_regression: losses.box_regression.to_vec0::<f32>()?,
+        let objectness = losses.objectness.to_vec0::<f32>()?;
+        let box_regression = losses.box_regression.to_vec0::<f32>()?;
+        let lr = self.config.lr * self.config.schedule.factor(self.step);
+        let grad_norm = self.optimizer.backward_step(&losses.total()?, lr)?;
+        self.step += 1;
+        Ok(StepLosses { objectness, box_regression, grad_norm, lr })
+    }
+
+    /// Replaces the BatchNorm moving statistics by population statistics over `batches` batches
+    /// of the run's first training images ([`BatchNormMode::Calibrate`], detectron2's PreciseBN).
+    /// Seed 001's recipe keeps Keras' momentum 0.99, whose averages still remember their initial
+    /// μ = 0, σ² = 1 after a few hundred steps (0.99³⁰⁰ ≈ 5 %). Call it after the last step: a
+    /// checkpoint saved afterwards carries these statistics, not the training run's.
+    pub fn recompute_bn_statistics(&mut self, batches: usize) -> Result<(), Error> {
+        let b = self.config.batch_size;
+        let (h, w) = (self.image.height as usize, self.image.width as usize);
+        for batch in 0..batches {
+            let mut pixels = Vec::with_capacity(b * h * w * 3);
+            for j in 0..b {
+                let index = training_index(self.dataset.as_ref(), self.config.seed, batch * b + j);
+                pixels.extend(self.dataset.get(index)?.pixels);
+            }
+            let images = Tensor::from_vec(pixels, (b, h, w, 3), &Device::Cpu)?;
+            let mode = BatchNormMode::Calibrate { batches_seen: batch };
+            self.model.forward_nhwc_mode(&images, mode)?;
+        }
+        Ok(())
+    }
+
+    /// The trained model as an inference pipeline (BN with its moving statistics).
+    pub fn pipeline(&self) -> Result<RpnPipeline, Error> {
+        RpnPipeline::new(self.arch, self.model.clone(), self.image, Device::Cpu)
+    }
+
+    fn named_vars(&self) -> Result<BTreeMap<String, Tensor>, Error> {
+        let vars = self.varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+    }
+
+    /// Writes the model (weights and BN statistics, the names `rpn forward` and
+    /// [`RpnPipeline::load`] read) to `path`, atomically.
+    pub fn save_weights(&self, path: &Path) -> Result<(), Error> {
+        let metadata = HashMap::from([
+            ("arch".to_owned(), self.arch.name().to_owned()),
+            ("step".to_owned(), self.step.to_string()),
+        ]);
+        checkpoint::write_atomic(path, &self.named_vars()?, metadata)
+    }
+
+    /// Writes model, optimizer velocities, step and configuration to `path`, atomically:
+    /// [`Trainer::resume`] continues from it exactly.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<(), Error> {
+        let mut tensors = self.named_vars()?;
+        for (name, _, velocity) in &self.optimizer.vars {
+            tensors.insert(format!("{VELOCITY_PREFIX}{name}"), velocity.clone());
+        }
+        let config = serde_json::to_string(&self.config)
+            .map_err(|e| Error::Config(format!("cannot serialise the configuration: {e}")))?;
+        let metadata = HashMap::from([
+            ("format".to_owned(), CHECKPOINT_FORMAT.to_owned()),
+            ("arch".to_owned(), self.arch.name().to_owned()),
+            ("step".to_owned(), self.step.to_string()),
+            ("config".to_owned(), config),
+            ("dataset".to_owned(), self.dataset.describe()),
+        ]);
+        checkpoint::write_atomic(path, &tensors, metadata)
+    }
+
+    /// Continues the run saved at `path` on `dataset` (which must be the run's data set for the
+    /// losses to continue exactly): model, velocities, step and configuration come from the file.
+    pub fn resume(path: &Path, dataset: Box<dyn Dataset>) -> Result<Self, Error> {
+        let (tensors, metadata) = checkpoint::read(path, &Device::Cpu)?;
+        let err = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
+        let field = |key: &str| {
+            metadata.get(key).ok_or_else(|| {
+                err(format!("not an `rpn train` checkpoint (no `{key}` in its metadata)"))
+            })
         };
-        self.optimizer.backward_step(&losses.total()?)?;
-        Ok(step)
+        if field("format")? != CHECKPOINT_FORMAT {
+            return Err(err(format!("unknown checkpoint format `{}`", field("format")?)));
+        }
+        let arch = Arch::parse(field("arch")?).map_err(err)?;
+        let step: usize =
+            field("step")?.parse().map_err(|e| err(format!("bad step in metadata: {e}")))?;
+        let config: TrainConfig = serde_json::from_str(field("config")?)
+            .map_err(|e| err(format!("bad configuration in metadata: {e}")))?;
+        let mut trainer = Self::new(arch, config, dataset)?;
+        let tensor =
+            |name: &str| tensors.get(name).ok_or_else(|| err(format!("missing tensor `{name}`")));
+        {
+            let vars =
+                trainer.varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            for (name, var) in vars.iter() {
+                var.set(tensor(name)?)?;
+            }
+        }
+        for (name, _, velocity) in &mut trainer.optimizer.vars {
+            *velocity = tensor(&format!("{VELOCITY_PREFIX}{name}"))?.clone();
+        }
+        trainer.step = step;
+        Ok(trainer)
     }
 }

@@ -1,0 +1,182 @@
+//! PNG pictures: the training curve and proposals over images (plotters, DejaVu Sans embedded so
+//! no system font is looked up).
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+use rpn::{Sample, StepLosses};
+use rpn_anchors::Bbox;
+use rpn_proposals::Proposal;
+
+use crate::CliError;
+
+const FONT: &str = "sans-serif";
+/// Ground truth.
+const GT_COLOR: RGBColor = RGBColor(40, 220, 60);
+/// Proposals.
+const PROPOSAL_COLOR: RGBColor = RGBColor(255, 120, 0);
+
+fn register() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // A font that does not parse is a build defect, not a user error: the drawing then has
+        // no text, and plotters reports it on the first label.
+        let _ = register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+fn draw_err(path: &Path, e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(format!("drawing {}: {e}", path.display()))
+}
+
+/// `loss.png`: total, objectness and box losses per step.
+pub(crate) fn loss_curve(history: &[(usize, StepLosses)], path: &Path) -> Result<(), CliError> {
+    register();
+    let err = |e: &dyn std::fmt::Display| draw_err(path, e);
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let last_step = history.last().map_or(1, |h| h.0).max(1) as f32;
+    let y_max = history.iter().map(|h| h.1.total()).fold(0.1f32, f32::max) * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("seed 001 on synthetic shapes: training loss", (FONT, 24))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f32..last_step, 0f32..y_max)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step (batch of 20 images)")
+        .y_desc("loss")
+        .label_style((FONT, 15))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| err(&e))?;
+    // Each step sees a new batch of 20, so the raw curve is noisy: draw it faint, and a moving
+    // average over `SMOOTHING` steps on top.
+    let faint = RGBColor(30, 60, 200).mix(0.25);
+    chart
+        .draw_series(LineSeries::new(history.iter().map(|(s, l)| (*s as f32, l.total())), faint))
+        .map_err(|e| err(&e))?
+        .label("total, per step")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], faint));
+    let series: [(&str, RGBColor, LossPart); 3] = [
+        ("total (moving average)", RGBColor(30, 60, 200), |l| l.total()),
+        ("objectness (softmax CE)", RGBColor(220, 60, 40), |l| l.objectness),
+        ("box regression (smooth L1)", RGBColor(40, 160, 60), |l| l.box_regression),
+    ];
+    for (name, color, value) in series {
+        chart
+            .draw_series(LineSeries::new(moving_average(history, value), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// Picks one loss out of a step's losses.
+type LossPart = fn(&StepLosses) -> f32;
+
+/// Steps averaged in the loss curve.
+const SMOOTHING: usize = 10;
+
+/// Trailing mean of `value` over the last [`SMOOTHING`] steps (fewer at the start).
+fn moving_average(history: &[(usize, StepLosses)], value: LossPart) -> Vec<(f32, f32)> {
+    (0..history.len())
+        .map(|i| {
+            let window = &history[i.saturating_sub(SMOOTHING - 1)..=i];
+            let mean = window.iter().map(|(_, l)| value(l)).sum::<f32>() / window.len() as f32;
+            (history[i].0 as f32, mean)
+        })
+        .collect()
+}
+
+/// Integer upscale so that small images (64×64 shapes) are readable: at least 384 px wide.
+fn display_scale(width: u32) -> u32 {
+    (384 / width.max(1)).max(1)
+}
+
+/// The image with its GT boxes (green) and the `top` best proposals (orange, score shown).
+pub(crate) fn proposals_on_image(
+    sample: &Sample,
+    proposals: &[Proposal],
+    top: usize,
+    path: &Path,
+) -> Result<(), CliError> {
+    let (w, h) = (sample.size.width, sample.size.height);
+    let rgb: Vec<u8> =
+        sample.pixels.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let image = image::RgbImage::from_raw(w, h, rgb)
+        .ok_or_else(|| draw_err(path, "pixel buffer does not match the image size"))?;
+    draw_boxes(&image, &sample.boxes, proposals, top, path)
+}
+
+/// Draws on a copy of `image` (upscaled when small) and writes a PNG.
+pub(crate) fn draw_boxes(
+    image: &image::RgbImage,
+    gt: &[Bbox],
+    proposals: &[Proposal],
+    top: usize,
+    path: &Path,
+) -> Result<(), CliError> {
+    register();
+    let err = |e: &dyn std::fmt::Display| draw_err(path, e);
+    let scale = display_scale(image.width());
+    let (w, h) = (image.width() * scale, image.height() * scale);
+    let mut canvas =
+        image::imageops::resize(image, w, h, image::imageops::FilterType::Nearest).into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut canvas, (w, h)).into_drawing_area();
+        let s = scale as f32;
+        let corners = |b: &Bbox| {
+            let p = |v: f32| (v * s).round() as i32;
+            [(p(b.x1), p(b.y1)), (p(b.x2) - 1, p(b.y2) - 1)]
+        };
+        for b in gt {
+            root.draw(&Rectangle::new(corners(b), GT_COLOR.stroke_width(3)))
+                .map_err(|e| err(&e))?;
+        }
+        // Worst first, so the best proposal is drawn on top.
+        let shown: Vec<&Proposal> = proposals.iter().take(top).collect();
+        for p in shown.iter().rev() {
+            let [a, b] = corners(&p.bbox);
+            root.draw(&Rectangle::new([a, b], PROPOSAL_COLOR.stroke_width(2)))
+                .map_err(|e| err(&e))?;
+            // The score on a dark tab above the box's top-left corner (inside when at the top).
+            let y = if a.1 >= 36 { a.1 - 16 } else { a.1 + 2 };
+            root.draw(&Rectangle::new([(a.0, y), (a.0 + 34, y + 15)], BLACK.mix(0.6).filled()))
+                .map_err(|e| err(&e))?;
+            let label = format!("{:.2}", p.score);
+            let font = (FONT, 13).into_font().color(&PROPOSAL_COLOR);
+            root.draw(&Text::new(label, (a.0 + 3, y), font)).map_err(|e| err(&e))?;
+        }
+        let legend = (FONT, 15).into_font();
+        root.draw(&Rectangle::new([(0, 0), (w as i32, 20)], BLACK.mix(0.55).filled()))
+            .map_err(|e| err(&e))?;
+        root.draw(&Text::new("ground truth", (6, 2), legend.color(&GT_COLOR)))
+            .map_err(|e| err(&e))?;
+        root.draw(&Text::new(
+            format!("top {} proposals (score)", shown.len()),
+            (120, 2),
+            legend.color(&PROPOSAL_COLOR),
+        ))
+        .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    let out = image::RgbImage::from_raw(w, h, canvas)
+        .ok_or_else(|| draw_err(path, "canvas size changed while drawing"))?;
+    out.save(path).map_err(|e| err(&e))
+}
