@@ -116,6 +116,13 @@ impl Fixture {
         self.rows4(key).into_iter().map(Bbox::from_yxyx).collect()
     }
 
+    /// Any `[…, 4]` `f32` tensor as rows (leading dimensions flattened).
+    pub fn rows4_of(&self, key: &str) -> Vec<[f32; 4]> {
+        let a = self.f32(key);
+        assert_eq!(a.shape.last(), Some(&4), "fixture {}: `{key}` must end in 4", self.name);
+        a.data.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+    }
+
     /// A `[N, 4]` `f32` tensor as rows.
     pub fn rows4(&self, key: &str) -> Vec<[f32; 4]> {
         let a = self.f32(key);

@@ -163,27 +163,38 @@ enum Command {
     },
     /// Proposals for PNG/JPEG images in original-image pixels, with scores and levels.
     Propose {
-        /// seed000 or seed001.
+        /// seed000, seed001, matterport-resnet50 or matterport-resnet101.
         #[arg(long, value_parser = Arch::parse)]
         arch: Arch,
         /// Weights (final.safetensors, a checkpoint, or a ported Keras file).
         #[arg(long)]
         weights: PathBuf,
-        /// Images (repeat the flag or list several).
-        #[arg(long, required = true, num_args = 1..)]
+        /// PNG/JPEG images (repeat the flag or list several).
+        #[arg(long, num_args = 1.., required_unless_present = "input")]
         image: Vec<PathBuf>,
-        /// Output .json.
+        /// Matterport only: an already-molded NHWC float32 .npy (RGB − MEAN_PIXEL, sides /64).
+        #[arg(long, conflicts_with = "image")]
+        input: Option<PathBuf>,
+        /// Output .json (seed and Matterport) or .npz (Matterport: `proposals`, `scores`).
         #[arg(short, long)]
         output: PathBuf,
         /// Also draw the top proposals (at most 10) over the image; several images get _0, _1, ….
         #[arg(long)]
         draw: Option<PathBuf>,
-        /// Proposals kept per image.
+        /// Proposals kept per image (Matterport's layer keeps at most 1000, or 2000 in training).
         #[arg(long, default_value_t = 100)]
         top: usize,
-        /// Run the network on SIDE×SIDE (default: the image's size rounded down to the stride).
+        /// Seeds: run the network on SIDE×SIDE (default: the image's size rounded down to the
+        /// stride). Matterport: IMAGE_MAX_DIM of the `square` resize (default 1024).
         #[arg(long)]
         image_size: Option<usize>,
+        /// Matterport: `pixels` (original-image x1,y1,x2,y2) or `matterport` (normalised
+        /// y1,x1,y2,x2 zero-padded like `rpn_rois`).
+        #[arg(long, value_enum, default_value = "pixels")]
+        format: propose::Format,
+        /// Matterport's proposal layer settings.
+        #[arg(long, value_enum, default_value = "matterport-inference")]
+        preset: propose::Preset,
         /// Where to run.
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
@@ -192,7 +203,7 @@ enum Command {
     PortKeras {
         /// The Keras file.
         input: PathBuf,
-        /// seed000, seed001 or seed002.
+        /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
         #[arg(long, value_parser = Arch::parse)]
         arch: Arch,
         /// Output safetensors file (written atomically; untouched on error).
@@ -204,16 +215,18 @@ enum Command {
     },
     /// Runs --arch on an NHWC float32 .npy input and writes the Keras-layout outputs as .npz.
     Forward {
-        /// seed000, seed001 or seed002.
+        /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
         #[arg(long, value_parser = Arch::parse)]
         arch: Arch,
         /// Weights from `rpn port-keras`.
         #[arg(long)]
         weights: PathBuf,
-        /// NHWC float32 array: images (seed000/001) or 512-channel features (seed002).
+        /// NHWC float32 array: images (seeds 000/001), 512-channel features (seed002) or molded
+        /// images (Matterport: RGB − MEAN_PIXEL, sides multiples of 64).
         #[arg(long)]
         input: PathBuf,
-        /// Output .npz: rpn_class_logits, rpn_class, rpn_bbox (seed000/001) or classification, location (seed002).
+        /// Output .npz: rpn_class_logits, rpn_class, rpn_bbox (seeds 000/001; Matterport also
+        /// P2…P6, NHWC) or classification, location (seed002).
         #[arg(short, long)]
         output: PathBuf,
         /// Where to run.
@@ -302,15 +315,30 @@ where
                 Ok(format!("{} on {}\n{report}", arch.name(), data.describe()))
             }
         }
-        Command::Propose { arch, weights, image, output, draw, top, image_size, device: d } => {
+        Command::Propose {
+            arch,
+            weights,
+            image,
+            input,
+            output,
+            draw,
+            top,
+            image_size,
+            format,
+            preset,
+            device: d,
+        } => {
             let args = propose::ProposeArgs {
                 arch,
                 weights,
                 images: image,
+                input,
                 output,
                 draw,
                 top,
                 image_size,
+                format,
+                preset,
             };
             propose::propose(&args, device(d)?)
         }
@@ -340,6 +368,17 @@ fn port_keras(
         arch.name(),
         output.display()
     );
+    if !weights.skipped.is_empty() {
+        let shown: Vec<&str> = weights.skipped.iter().take(6).map(String::as_str).collect();
+        let more = weights.skipped.len().saturating_sub(shown.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        report.push_str(&format!(
+            "; skipped {} layers {} does not use: {}{more}",
+            weights.skipped.len(),
+            arch.name(),
+            shown.join(", ")
+        ));
+    }
     if !weights.excluded.is_empty() {
         report.push_str(&format!("; excluded layers: {}", weights.excluded.join(", ")));
     }
@@ -408,6 +447,19 @@ fn forward(
         Model::Seed002(m) => {
             let o = candle(format!("running {}", arch.name()), m.forward_nhwc(&x))?;
             vec![("classification", o.classification), ("location", o.location)]
+        }
+        Model::Matterport(m) => {
+            let o = candle(format!("running {}", arch.name()), m.forward_nhwc(&x))?;
+            let mut named = vec![
+                ("rpn_class_logits", o.logits),
+                ("rpn_class", o.probs),
+                ("rpn_bbox", o.deltas),
+            ];
+            for (name, p) in ["P2", "P3", "P4", "P5", "P6"].into_iter().zip(o.pyramid) {
+                let nhwc = candle("P2–P6 to NHWC", p.permute((0, 2, 3, 1)))?;
+                named.push((name, nhwc));
+            }
+            named
         }
     };
     let on_cpu: Vec<(&str, Tensor)> = outputs

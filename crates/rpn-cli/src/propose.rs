@@ -3,13 +3,34 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
+use clap::ValueEnum;
 use rpn::model::Arch;
-use rpn::{resize_to_pixels, seed_configs, RpnPipeline};
+use rpn::{
+    mold_square, resize_to_pixels, seed_configs, MatterportPipeline, MoldedImage, RpnPipeline,
+};
 use rpn_anchors::{Bbox, ImageSize};
-use rpn_proposals::Proposal;
+use rpn_proposals::{Proposal, ProposalConfig};
 
 use crate::{draw, CliError};
+
+/// How Matterport proposals are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// `x1, y1, x2, y2` in original-image pixels (molded pixels for `--input`).
+    Pixels,
+    /// Normalised `y1, x1, y2, x2`, zero-padded to the layer's count, like `rpn_rois`.
+    Matterport,
+}
+
+/// Matterport's proposal layer settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Preset {
+    /// Top 6000 → NMS 0.7 → 1000 (`POST_NMS_ROIS_INFERENCE`).
+    MatterportInference,
+    /// Top 6000 → NMS 0.7 → 2000 (`POST_NMS_ROIS_TRAINING`).
+    MatterportTraining,
+}
 
 /// What `rpn propose` was asked to do.
 #[derive(Debug, Clone)]
@@ -17,10 +38,13 @@ pub(crate) struct ProposeArgs {
     pub(crate) arch: Arch,
     pub(crate) weights: PathBuf,
     pub(crate) images: Vec<PathBuf>,
+    pub(crate) input: Option<PathBuf>,
     pub(crate) output: PathBuf,
     pub(crate) draw: Option<PathBuf>,
     pub(crate) top: usize,
     pub(crate) image_size: Option<usize>,
+    pub(crate) format: Format,
+    pub(crate) preset: Preset,
 }
 
 /// The network's input size for an `width × height` image: `--image-size` if given, else the
@@ -37,7 +61,7 @@ fn input_size(
         Some(side) => {
             let side = u32::try_from(side)
                 .map_err(|_| CliError::Usage(format!("--image-size {side} is too large")))?;
-            if side == 0 || side % stride != 0 {
+            if side == 0 || !side.is_multiple_of(stride) {
                 return Err(CliError::Usage(format!(
                     "--image-size {side} must be a positive multiple of {}'s stride {stride}",
                     arch.name()
@@ -61,6 +85,14 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
 }
 
 pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliError> {
+    if args.arch.matterport_config().is_some() {
+        return propose_matterport(args, device);
+    }
+    if args.input.is_some() {
+        return Err(CliError::Usage(
+            "--input (a molded tensor) is for Matterport architectures; give --image".into(),
+        ));
+    }
     if args.output.extension().is_none_or(|e| e != "json") {
         return Err(CliError::Usage(format!(
             "{}: seed models write proposals as .json",
@@ -127,6 +159,195 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
         "wrote up to {} proposals per image for {} image(s) to {}",
         args.top,
         args.images.len(),
+        args.output.display()
+    );
+    if !drawn.is_empty() {
+        report.push_str(&format!("; drew {}", drawn.join(", ")));
+    }
+    Ok(report)
+}
+
+/// One Matterport image's proposals, ranked: normalised boxes, scores, and (for `--image`) the
+/// molding that maps them back.
+struct MatterportResult {
+    file: String,
+    proposals: Vec<Proposal>,
+    padded_len: usize,
+    molded: Option<MoldedImage>,
+}
+
+fn propose_matterport(args: &ProposeArgs, device: Device) -> Result<String, CliError> {
+    let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext != "json" && ext != "npz" {
+        return Err(CliError::Usage(format!(
+            "{}: Matterport proposals are written as .json or .npz",
+            args.output.display()
+        )));
+    }
+    let max_dim = args.image_size.unwrap_or(1024);
+    if max_dim == 0 || !max_dim.is_multiple_of(64) {
+        return Err(CliError::Usage(format!(
+            "--image-size {max_dim}: Matterport's IMAGE_MAX_DIM must be a positive multiple of 64"
+        )));
+    }
+    let layer = match args.preset {
+        Preset::MatterportInference => ProposalConfig::matterport_inference(),
+        Preset::MatterportTraining => ProposalConfig::matterport_training(),
+    };
+    let mut results = Vec::new();
+    let mut image_size = None;
+    let mut run = |molded: &Tensor| -> Result<Vec<rpn_proposals::Proposals>, CliError> {
+        let (_, h, w, _) = molded.dims4().map_err(|e| CliError::Usage(format!("input: {e}")))?;
+        let size =
+            ImageSize::new(h as u32, w as u32).map_err(|e| CliError::Usage(e.to_string()))?;
+        image_size = Some(size);
+        let mut pipeline =
+            MatterportPipeline::load(args.arch, &args.weights, size, device.clone())?;
+        pipeline.proposals = layer;
+        Ok(pipeline.run(molded)?.proposals)
+    };
+    if let Some(input) = &args.input {
+        let x = Tensor::read_npy(input)
+            .and_then(|x| x.to_dtype(candle_core::DType::F32))
+            .map_err(|e| CliError::Usage(format!("{}: {e}", input.display())))?;
+        if x.rank() != 4 || x.dim(3).ok() != Some(3) {
+            return Err(CliError::Usage(format!(
+                "{}: expected molded NHWC images [B, H, W, 3], got {:?}",
+                input.display(),
+                x.dims()
+            )));
+        }
+        for (i, p) in run(&x)?.into_iter().enumerate() {
+            results.push(MatterportResult {
+                file: format!("{}[{i}]", input.display()),
+                proposals: p.items,
+                padded_len: p.padded_len,
+                molded: None,
+            });
+        }
+    } else {
+        for file in &args.images {
+            let decoded = image::open(file).map_err(|e| {
+                CliError::Usage(format!("{}: cannot decode the image: {e}", file.display()))
+            })?;
+            let molded = mold_square(&decoded, 800.min(max_dim as u32), max_dim as u32)?;
+            let side = max_dim;
+            let x = Tensor::from_slice(&molded.pixels, (1, side, side, 3), &Device::Cpu)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let p = run(&x)?.remove(0);
+            results.push(MatterportResult {
+                file: file.display().to_string(),
+                proposals: p.items,
+                padded_len: p.padded_len,
+                molded: Some(molded),
+            });
+        }
+    }
+    let Some(size) = image_size else {
+        return Err(CliError::Usage("no input: give --image or --input".into()));
+    };
+    // A proposal's `Bbox` holds Matterport's normalised coordinates (x in x1/x2, y in y1/y2):
+    // `(y1, x1, y2, x2)` → pixels of the molded image → original pixels.
+    let to_pixels = |r: &MatterportResult, p: &Proposal| {
+        let molded = Bbox::from_matterport_normalized(p.bbox.to_yxyx(), size);
+        match &r.molded {
+            Some(m) => m.to_original(&molded),
+            None => molded,
+        }
+    };
+    let rows = |r: &MatterportResult| -> Vec<([f32; 4], f32, usize)> {
+        r.proposals
+            .iter()
+            .take(args.top)
+            .map(|p| {
+                let coords = match args.format {
+                    Format::Pixels => to_pixels(r, p).to_xyxy(),
+                    Format::Matterport => p.bbox.to_yxyx(),
+                };
+                (coords, p.score, p.level)
+            })
+            .collect()
+    };
+    if ext == "npz" {
+        // Matterport's `rpn_rois`: a fixed number of rows per image, zero rows after the last.
+        let n = results
+            .iter()
+            .map(|r| r.padded_len.max(r.proposals.len()).min(args.top))
+            .max()
+            .unwrap_or(0);
+        let (mut boxes, mut scores) = (Vec::new(), Vec::new());
+        for r in &results {
+            let rows = rows(r);
+            for i in 0..n {
+                let (b, s, _) = rows.get(i).copied().unwrap_or(([0.0; 4], 0.0, 0));
+                boxes.extend(b);
+                scores.push(s);
+            }
+        }
+        let b = results.len();
+        let boxes = Tensor::from_vec(boxes, (b, n, 4), &Device::Cpu);
+        let scores = Tensor::from_vec(scores, (b, n), &Device::Cpu);
+        let (boxes, scores) = match (boxes, scores) {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(e), _) | (_, Err(e)) => return Err(CliError::Usage(e.to_string())),
+        };
+        Tensor::write_npz(&[("proposals", &boxes), ("scores", &scores)], &args.output)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", args.output.display())))?;
+    } else {
+        let images: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "file": r.file,
+                    "window": r.molded.as_ref().map(|m| m.window.to_yxyx()),
+                    "scale": r.molded.as_ref().map(|m| m.scale),
+                    "proposals": rows(r).iter().map(|(b, s, l)| serde_json::json!({
+                        "box": b, "score": s, "level": l + 2,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let box_format = match args.format {
+            Format::Pixels if args.input.is_some() => "x1,y1,x2,y2 in molded-image pixels",
+            Format::Pixels => "x1,y1,x2,y2 in original-image pixels",
+            Format::Matterport => "y1,x1,y2,x2 normalised as Matterport's rpn_rois",
+        };
+        let json = serde_json::json!({
+            "arch": args.arch.name(),
+            "weights": args.weights.display().to_string(),
+            "box_format": box_format,
+            "level": "FPN level P2..P6",
+            "images": images,
+        });
+        let text =
+            serde_json::to_string_pretty(&json).map_err(|e| CliError::Usage(e.to_string()))?;
+        std::fs::write(&args.output, text)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", args.output.display())))?;
+    }
+    let mut drawn = Vec::new();
+    if let Some(draw_path) = &args.draw {
+        for (i, r) in results.iter().enumerate() {
+            let Some(file) = args.images.get(i) else { continue };
+            let decoded = image::open(file).map_err(|e| {
+                CliError::Usage(format!("{}: cannot decode the image: {e}", file.display()))
+            })?;
+            let in_original: Vec<Proposal> = r
+                .proposals
+                .iter()
+                .take(args.top)
+                .map(|p| Proposal { bbox: to_pixels(r, p), ..*p })
+                .collect();
+            let path = numbered(draw_path, i, results.len());
+            draw::draw_boxes(&decoded.to_rgb8(), &[], &in_original, args.top.min(10), &path)?;
+            drawn.push(path.display().to_string());
+        }
+    }
+    let mut report = format!(
+        "wrote up to {} proposals per image for {} image(s) ({}×{} molded) to {}",
+        args.top,
+        results.len(),
+        size.height,
+        size.width,
         args.output.display()
     );
     if !drawn.is_empty() {

@@ -98,13 +98,30 @@ fn keras2_layers(
             file.group(&layer_path).map_err(|e| err(format!("layer group `{layer_path}`: {e}")))?;
         let a = g.attrs().map_err(|e| err(format!("attributes of `{layer_path}`: {e}")))?;
         let weight_names = a.get("weight_names").and_then(strings).unwrap_or_default();
-        let mut weights = Vec::with_capacity(weight_names.len());
+        // A nested model (Matterport's `rpn_model`) is one group whose weights belong to several
+        // inner layers: `rpn_model/rpn_conv_shared/kernel:0`. Each inner layer becomes a layer of
+        // its own, named by the inner name, so named layouts find `rpn_conv_shared`.
+        let mut current: Option<KerasLayer> = None;
         for w in weight_names {
-            // `conv2d_57/kernel:0` → `kernel`; nested models keep their inner layer (`rpn_conv_shared/kernel`).
-            let short = w.rsplit('/').next().unwrap_or(&w).trim_end_matches(":0").to_owned();
-            weights.push(read_dataset(file, &format!("{layer_path}/{w}"), short, err)?);
+            // `conv2d_57/kernel:0` → inner layer `conv2d_57`, weight `kernel`.
+            let mut parts = w.rsplit('/');
+            let short = parts.next().unwrap_or(&w).trim_end_matches(":0").to_owned();
+            let inner = parts.next().unwrap_or(&layer).to_owned();
+            let owner = if inner == layer || !w.contains('/') { layer.clone() } else { inner };
+            let weight = read_dataset(file, &format!("{layer_path}/{w}"), short, err)?;
+            match &mut current {
+                Some(l) if l.name == owner => l.weights.push(weight),
+                _ => {
+                    layers.extend(current.take());
+                    current = Some(KerasLayer { name: owner, weights: vec![weight] });
+                }
+            }
         }
-        layers.push(KerasLayer { name: layer, weights });
+        match current {
+            Some(l) => layers.push(l),
+            // Layers without weights (activations, inputs) are listed too.
+            None => layers.push(KerasLayer { name: layer, weights: vec![] }),
+        }
     }
     Ok(layers)
 }

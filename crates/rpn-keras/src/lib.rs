@@ -79,6 +79,9 @@ pub struct PortedWeights {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     /// Layers of the file skipped by [`PortOptions::exclude`].
     pub excluded: Vec<String>,
+    /// Layers with weights that a named layout does not use (Matterport's `mrcnn_*` heads when
+    /// porting its RPN), reported rather than refused.
+    pub skipped: Vec<String>,
 }
 
 /// `*`-glob match of a whole name.
@@ -171,8 +174,22 @@ pub fn port(
     expected: &BTreeMap<String, Vec<usize>>,
     options: &PortOptions,
 ) -> Result<PortedWeights, PortError> {
-    let (_, layers) = read_keras_file(path)?;
+    let (_, mut layers) = read_keras_file(path)?;
     let mut out = PortedWeights::default();
+    // A named layout (Matterport, seed 002) whose every name is in the file takes exactly those
+    // layers; the others (a full Mask R-CNN's heads) are reported as skipped.
+    let wanted: std::collections::BTreeSet<&str> =
+        layout.convs.iter().chain(&layout.bns).map(String::as_str).collect();
+    if layout.named && wanted.iter().all(|n| layers.iter().any(|l| l.name == *n)) {
+        layers.retain(|l| {
+            let used = wanted.contains(l.name.as_str()) || l.weights.is_empty();
+            let excluded = options.exclude.iter().any(|p| glob_match(p, &l.name));
+            if !used && !excluded {
+                out.skipped.push(l.name.clone());
+            }
+            used || excluded
+        });
+    }
     let mut problems = Vec::new();
     let mut convs = Vec::new();
     let mut bns = Vec::new();

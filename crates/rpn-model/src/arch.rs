@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Result};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::{Seed002Head, SeedResNet, SeedResNetConfig, SeedRpn, SeedRpnHead, Vgg16};
+use crate::{
+    MatterportConfig, MatterportRpn, Seed002Head, SeedResNet, SeedResNetConfig, SeedRpn,
+    SeedRpnHead, Vgg16,
+};
 
-/// The architectures of the seed notebooks.
+/// The architectures of the seed notebooks and Matterport's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Arch {
     /// Seed 000: ResNet `[3, 6, 4]` + RPN head, 9 anchors, stride 8.
@@ -16,11 +19,21 @@ pub enum Arch {
     Seed001,
     /// Seed 002: the RPN head on 512-channel (VGG16) features, 9 anchors.
     Seed002,
+    /// Matterport Mask R-CNN's RPN on ResNet-50-FPN (seeds 003/004), 3 anchors per level.
+    MatterportResNet50,
+    /// Matterport Mask R-CNN's RPN on ResNet-101-FPN (`mask_rcnn_coco.h5`).
+    MatterportResNet101,
 }
 
 impl Arch {
     /// Every architecture, for help texts and errors.
-    pub const ALL: [Arch; 3] = [Arch::Seed000, Arch::Seed001, Arch::Seed002];
+    pub const ALL: [Arch; 5] = [
+        Arch::Seed000,
+        Arch::Seed001,
+        Arch::Seed002,
+        Arch::MatterportResNet50,
+        Arch::MatterportResNet101,
+    ];
 
     /// The CLI name (`seed000`, …).
     pub fn name(self) -> &'static str {
@@ -28,6 +41,8 @@ impl Arch {
             Arch::Seed000 => "seed000",
             Arch::Seed001 => "seed001",
             Arch::Seed002 => "seed002",
+            Arch::MatterportResNet50 => "matterport-resnet50",
+            Arch::MatterportResNet101 => "matterport-resnet101",
         }
     }
 
@@ -66,6 +81,11 @@ impl Arch {
                 bns: Vec::new(),
                 named: true,
             },
+            Arch::MatterportResNet50 | Arch::MatterportResNet101 => {
+                let config = self.matterport_config().unwrap_or_else(MatterportConfig::resnet50);
+                let (convs, bns) = MatterportRpn::keras_layer_names(&config);
+                KerasLayout { convs, bns, named: true }
+            }
         }
     }
 
@@ -75,7 +95,20 @@ impl Arch {
             Arch::Seed000 => Model::SeedRpn(SeedRpn::new(&SeedResNetConfig::seed000(), 9, vb)?),
             Arch::Seed001 => Model::SeedRpn(SeedRpn::new(&SeedResNetConfig::seed001(), 9, vb)?),
             Arch::Seed002 => Model::Seed002(Seed002Head::new(512, 9, vb)?),
+            Arch::MatterportResNet50 | Arch::MatterportResNet101 => {
+                let config = self.matterport_config().unwrap_or_else(MatterportConfig::resnet50);
+                Model::Matterport(MatterportRpn::new(&config, vb)?)
+            }
         })
+    }
+
+    /// Matterport's configuration for the Matterport architectures, `None` for the seeds.
+    pub fn matterport_config(self) -> Option<MatterportConfig> {
+        match self {
+            Arch::MatterportResNet50 => Some(MatterportConfig::resnet50()),
+            Arch::MatterportResNet101 => Some(MatterportConfig::resnet101()),
+            Arch::Seed000 | Arch::Seed001 | Arch::Seed002 => None,
+        }
     }
 
     /// Path → shape of every tensor the model needs (what a ported file must contain).
@@ -94,6 +127,8 @@ pub enum Model {
     SeedRpn(SeedRpn),
     /// Seed 002: 512-channel features in, `classification`, `location` out.
     Seed002(Seed002Head),
+    /// Matterport: molded images in, `rpn_class_logits`, `rpn_class`, `rpn_bbox`, P2–P6 out.
+    Matterport(MatterportRpn),
 }
 
 /// See [`Arch::keras_layout`]. Also used for models built by hand (e.g. VGG16 + seed 002).

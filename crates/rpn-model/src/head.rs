@@ -36,7 +36,7 @@ pub struct RpnOutputs {
 
 /// NCHW `[B, c·k, H, W]` → Keras `[B, H·W·k, c]`: NHWC first, so channel `a·c + j` of cell
 /// `(y, x)` lands in row `(y·W + x)·k + a`, column `j`, exactly as Keras' reshape of its NHWC map.
-fn to_keras_rows(x: &Tensor, per_anchor: usize) -> Result<Tensor> {
+pub(crate) fn to_keras_rows(x: &Tensor, per_anchor: usize) -> Result<Tensor> {
     let (b, _, h, w) = x.dims4()?;
     x.permute((0, 2, 3, 1))?.contiguous()?.reshape((
         b,

@@ -9,6 +9,9 @@
 //! - [`Vgg16`]: the VGG16 convolutional body (Keras `block1_conv1` … `block5_conv3`), so seed
 //!   002's head runs on images.
 //! - [`SeedRpn`]: backbone + head, images in, Keras-layout outputs out.
+//! - [`MatterportRpn`]: Matterport Mask R-CNN's ResNet-50/101-FPN with the shared RPN head over
+//!   P2–P6 (Keras layer names, TF "same" pooling, frozen BN), and [`pyramid_roi_align`] /
+//!   [`crop_and_resize`], the TF-exact hand-off to a second stage.
 //!
 //! Conventions at the API edge are Keras': images are **NHWC** `f32`; RPN outputs are
 //! `[B, H·W·k, 2]` logits/probabilities and `[B, H·W·k, 4]` deltas with row `(y·W + x)·k + a`
@@ -24,13 +27,19 @@ mod arch;
 mod batch_norm;
 mod conv;
 mod head;
+mod matterport;
 mod resnet;
+mod roi_align;
 mod vgg;
 
 pub use arch::{Arch, KerasLayout, Model};
 pub use batch_norm::BatchNormMode;
 pub use head::{RpnOutputs, Seed002Head, Seed002Outputs, SeedRpnHead, SeedRpnHeadConfig};
+pub use matterport::{
+    MatterportConfig, MatterportOutputs, MatterportRpn, ResNetDepth, MATTERPORT_SIDE_MULTIPLE,
+};
 pub use resnet::{SeedResNet, SeedResNetConfig};
+pub use roi_align::{crop_and_resize, pyramid_roi_align, roi_level};
 pub use vgg::Vgg16;
 
 use candle_core::{Result, Tensor};

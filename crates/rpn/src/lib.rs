@@ -8,7 +8,9 @@
 //!   momentum, BatchNorm in training mode), with gradient clipping, LR schedules and checkpoints
 //!   that resume exactly;
 //! - [`RpnPipeline`]: model + anchors + proposal layer, and its proposal recall
-//!   ([`RecallReport`]: recall@0.5/0.7 of the top 10/100/1000, AR@100/1000).
+//!   ([`RecallReport`]: recall@0.5/0.7 of the top 10/100/1000, AR@100/1000);
+//! - [`MatterportPipeline`]: Matterport Mask R-CNN's RPN (ResNet-50/101-FPN) with its input
+//!   pipeline ([`mold_square`]), anchors and `ProposalLayer`.
 //!
 //! ```no_run
 //! use rpn::{ShapesSource, TrainConfig, Trainer};
@@ -27,6 +29,7 @@ mod checkpoint;
 mod data;
 mod error;
 mod eval;
+mod matterport;
 mod pipeline;
 mod shapes;
 mod train;
@@ -43,6 +46,7 @@ pub use checkpoint::{
 pub use data::{resize_to_pixels, training_index, CocoDirectory, Dataset, Sample, ShapesSource};
 pub use error::Error;
 pub use eval::{ar_thresholds, RecallAccumulator, RecallReport, TOP_KS};
+pub use matterport::{mold_square, MatterportPipeline, MatterportRun, MoldedImage, MEAN_PIXEL};
 pub use pipeline::{seed_configs, seed_proposal_config, RpnPipeline};
 pub use shapes::{Shape, ShapeKind, ShapesDataset, ShapesImage};
 pub use train::{LrSchedule, SgdMomentum, StepLosses, TrainConfig, Trainer};

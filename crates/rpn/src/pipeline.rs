@@ -25,6 +25,11 @@ pub fn seed_configs(arch: Arch) -> Result<(SeedResNetConfig, AnchorConfig), Erro
              training, evaluation and proposals support seed000 and seed001"
                 .into(),
         )),
+        Arch::MatterportResNet50 | Arch::MatterportResNet101 => Err(Error::Config(format!(
+            "{} is not a seed architecture: use MatterportPipeline (training supports seed000 \
+             and seed001)",
+            arch.name()
+        ))),
     }
 }
 

@@ -1,0 +1,69 @@
+//! Builds every architecture (seeds and Matterport's ResNet-FPN) with random weights, runs it on CPU and prints output shapes,
+//! parameter counts (equal to Keras') and the time of one forward pass.
+//!
+//! ```text
+//! cargo run --release -p rpn-model --example forward            # batch 2 of 64×64 images
+//! cargo run --release -p rpn-model --example forward -- 4 128   # batch 4 of 128×128
+//! ```
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rpn_model::{Arch, Model};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
+    let batch = args.next().transpose()?.unwrap_or(2);
+    let side = args.next().transpose()?.unwrap_or(64);
+    let device = Device::Cpu;
+    for arch in Arch::ALL {
+        let varmap = VarMap::new();
+        let model = arch.build(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+        let params: usize =
+            arch.tensor_shapes()?.values().map(|s| s.iter().product::<usize>()).sum();
+        let start = Instant::now();
+        let shapes = match &model {
+            Model::SeedRpn(m) => {
+                // NHWC images, as Keras feeds them.
+                let images = Tensor::rand(0f32, 1.0, (batch, side, side, 3), &device)?;
+                let out = m.forward_nhwc(&images)?;
+                format!(
+                    "logits {:?}, probs {:?}, deltas {:?}",
+                    out.logits.dims(),
+                    out.probs.dims(),
+                    out.deltas.dims()
+                )
+            }
+            Model::Matterport(m) => {
+                // Molded images; sides must be multiples of 64 (P6 has stride 64).
+                let side = side.div_ceil(64) * 64;
+                let images = Tensor::rand(-120f32, 130.0, (batch, side, side, 3), &device)?;
+                let out = m.forward_nhwc(&images)?;
+                let levels: Vec<_> = out.pyramid.iter().map(|p| p.dims()[2..].to_vec()).collect();
+                format!(
+                    "P2–P6 {levels:?}, logits {:?}, deltas {:?}",
+                    out.logits.dims(),
+                    out.deltas.dims()
+                )
+            }
+            Model::Seed002(m) => {
+                // Seed 002's head reads VGG16's 512-channel conv5 features (stride 16).
+                let features =
+                    Tensor::rand(0f32, 1.0, (batch, side / 16, side / 16, 512), &device)?;
+                let out = m.forward_nhwc(&features)?;
+                format!(
+                    "classification {:?}, location {:?}",
+                    out.classification.dims(),
+                    out.location.dims()
+                )
+            }
+        };
+        println!(
+            "{:<8} {params:>10} values  {:>8.1} ms  {shapes}",
+            arch.name(),
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Matterport Mask R-CNN's RPN end to end: input pipeline (`square` resize + centred zero pad +
+//! `MEAN_PIXEL`), ResNet-FPN + shared head, Matterport's anchors and `ProposalLayer`, and the
+//! mapping of proposals back to the original image.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rpn_anchors::{AnchorConfig, Anchors, Bbox, ImageSize};
+use rpn_model::{Arch, MatterportOutputs, MatterportRpn};
+use rpn_proposals::{
+    generate_proposals_with, Objectness, ProposalConfig, ProposalScratch, Proposals,
+};
+
+use crate::Error;
+
+/// Matterport's `MEAN_PIXEL` (RGB), subtracted by `mold_image`.
+pub const MEAN_PIXEL: [f32; 3] = [123.7, 116.8, 103.9];
+
+/// A molded image and how to map boxes back to the original.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoldedImage {
+    /// `H · W · 3` values, HWC: resized, zero-padded, minus [`MEAN_PIXEL`] (the padding is
+    /// `−MEAN_PIXEL`, as in Matterport, which pads before molding).
+    pub pixels: Vec<f32>,
+    /// The molded size (`max_dim × max_dim`).
+    pub size: ImageSize,
+    /// The image inside the molded one, molded pixels (`window` of Matterport's `image_meta`).
+    pub window: Bbox,
+    /// Resize factor applied to the original.
+    pub scale: f32,
+    /// The original image's size.
+    pub original: ImageSize,
+}
+
+impl MoldedImage {
+    /// A box in molded pixels → original-image pixels (undo the pad and the scale; clipped).
+    pub fn to_original(&self, b: &Bbox) -> Bbox {
+        let (left, top) = (self.window.x1, self.window.y1);
+        Bbox::new(
+            (b.x1 - left) / self.scale,
+            (b.y1 - top) / self.scale,
+            (b.x2 - left) / self.scale,
+            (b.y2 - top) / self.scale,
+        )
+        .clip_to(self.original)
+    }
+}
+
+/// Matterport's `resize_image(mode="square", min_dim, max_dim)` + `mold_image`:
+/// `scale = max(1, min_dim / min(h, w))` (never down-scales for `min_dim`), capped so that
+/// `round(max(h, w) · scale) ≤ max_dim`; bilinear resize to `(round(h·s), round(w·s))`; centred
+/// zero pad to `max_dim²` (`top = (max_dim − h) // 2`); subtract [`MEAN_PIXEL`].
+///
+/// The resize is the `image` crate's bilinear filter, not skimage's: pixel values differ slightly
+/// from Matterport's (not the geometry). For bit-level parity, mold in Python and pass the array
+/// (`rpn propose --input molded.npy`).
+pub fn mold_square(
+    img: &image::DynamicImage,
+    min_dim: u32,
+    max_dim: u32,
+) -> Result<MoldedImage, Error> {
+    let (w0, h0) = (img.width(), img.height());
+    if w0 == 0 || h0 == 0 || max_dim == 0 {
+        return Err(Error::Config(format!("cannot mold a {w0}×{h0} image to {max_dim}²")));
+    }
+    let mut scale = (min_dim as f64 / h0.min(w0) as f64).max(1.0);
+    if (h0.max(w0) as f64 * scale).round() > max_dim as f64 {
+        scale = max_dim as f64 / h0.max(w0) as f64;
+    }
+    let (h, w) = ((h0 as f64 * scale).round() as u32, (w0 as f64 * scale).round() as u32);
+    let rgb = img.to_rgb8();
+    let resized = if (w, h) == (w0, h0) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle)
+    };
+    let (top, left) = ((max_dim - h) / 2, (max_dim - w) / 2);
+    let side = max_dim as usize;
+    let mut pixels: Vec<f32> = (0..side * side).flat_map(|_| MEAN_PIXEL.map(|m| -m)).collect();
+    for (x, y, p) in resized.enumerate_pixels() {
+        let at = (((y + top) as usize) * side + (x + left) as usize) * 3;
+        for c in 0..3 {
+            pixels[at + c] = p.0[c] as f32 - MEAN_PIXEL[c];
+        }
+    }
+    let size = ImageSize { height: max_dim, width: max_dim };
+    Ok(MoldedImage {
+        pixels,
+        size,
+        window: Bbox::new(left as f32, top as f32, (left + w) as f32, (top + h) as f32),
+        scale: scale as f32,
+        original: ImageSize { height: h0, width: w0 },
+    })
+}
+
+/// Model outputs and proposals of one batch.
+#[derive(Debug, Clone)]
+pub struct MatterportRun {
+    /// The network's outputs (Keras layout; P2–P6 NCHW).
+    pub outputs: MatterportOutputs,
+    /// Per image, ranked, in Matterport's **normalised** coordinates (`Bbox` fields hold the
+    /// normalised x/y; [`Bbox::to_yxyx`]-style `(y1, x1, y2, x2)` is Matterport's `rpn_rois`).
+    pub proposals: Vec<Proposals>,
+}
+
+/// Matterport's RPN with its anchors for one molded size.
+#[derive(Debug, Clone)]
+pub struct MatterportPipeline {
+    /// The network.
+    pub model: MatterportRpn,
+    /// Matterport's anchors in normalised coordinates (`generate_pyramid_anchors` + `norm_boxes`).
+    pub anchors: Anchors,
+    /// The molded input size.
+    pub image: ImageSize,
+    /// The proposal layer: [`ProposalConfig::matterport_inference`] by default.
+    pub proposals: ProposalConfig,
+    device: Device,
+}
+
+impl MatterportPipeline {
+    /// Loads weights written by `rpn port-keras --arch matterport-resnet50|101` for `image`
+    /// (molded size, sides multiples of 64).
+    pub fn load(
+        arch: Arch,
+        weights: &Path,
+        image: ImageSize,
+        device: Device,
+    ) -> Result<Self, Error> {
+        let config = arch.matterport_config().ok_or_else(|| {
+            Error::Config(format!("{} is not a Matterport architecture", arch.name()))
+        })?;
+        let err = |message: String| Error::Checkpoint { path: weights.to_path_buf(), message };
+        let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(weights, &device)
+            .map_err(|e| err(format!("cannot read safetensors: {e}")))?;
+        for (name, shape) in arch.tensor_shapes()? {
+            match tensors.get(&name) {
+                None => {
+                    return Err(err(format!(
+                        "no tensor `{name}` {shape:?}: not {} weights",
+                        arch.name()
+                    )))
+                }
+                Some(t) if t.dims() != shape.as_slice() => {
+                    return Err(err(format!(
+                        "tensor `{name}` has shape {:?}, {} needs {shape:?}",
+                        t.dims(),
+                        arch.name()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let model =
+            MatterportRpn::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device))?;
+        Self::new(model, image, device)
+    }
+
+    /// Wraps a built model for `image`-sized molded inputs.
+    pub fn new(model: MatterportRpn, image: ImageSize, device: Device) -> Result<Self, Error> {
+        let anchors = AnchorConfig::matterport_fpn().generate_matterport_normalized(image)?;
+        Ok(Self {
+            model,
+            anchors,
+            image,
+            proposals: ProposalConfig::matterport_inference(),
+            device,
+        })
+    }
+
+    /// Runs molded NHWC images `[B, H, W, 3]` through the network and the proposal layer.
+    pub fn run(&self, molded: &Tensor) -> Result<MatterportRun, Error> {
+        let (_, h, w, _) = molded.dims4()?;
+        if (h as u32, w as u32) != (self.image.height, self.image.width) {
+            return Err(Error::Config(format!(
+                "input is {h}×{w}, the pipeline was built for {}×{}",
+                self.image.height, self.image.width
+            )));
+        }
+        let outputs = self.model.forward_nhwc(&molded.to_device(&self.device)?)?;
+        let logits = outputs.logits.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
+        let deltas = outputs.deltas.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
+        let mut scratch = ProposalScratch::default();
+        let proposals = logits
+            .iter()
+            .zip(&deltas)
+            .map(|(l, d)| {
+                let pairs: Vec<[f32; 2]> = l.iter().map(|v| [v[0], v[1]]).collect();
+                let deltas: Vec<[f32; 4]> = d.iter().map(|v| [v[0], v[1], v[2], v[3]]).collect();
+                Ok(generate_proposals_with(
+                    &self.proposals,
+                    &self.anchors,
+                    Objectness::SoftmaxPairs(&pairs),
+                    &deltas,
+                    self.image,
+                    &mut scratch,
+                )?)
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(MatterportRun { outputs, proposals })
+    }
+}
