@@ -26,13 +26,14 @@ fn io_path() -> PathBuf {
 fn benches(c: &mut Criterion) {
     let varmap = VarMap::new();
     let arch = Arch::Seed000;
-    let Model::SeedRpn(model) =
-        arch.build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap()
-    else {
-        unreachable!("seed000 is an RPN")
-    };
+    // Built once to create the variables, which the hash then fills.
+    arch.build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
     let layout = arch.keras_layout();
     hashed::set_weights(&varmap, &layout.convs, &layout.bns);
+    // As a user runs it: weights loaded as plain tensors, not trainable variables.
+    let Model::SeedRpn(model) = arch.build(hashed::frozen(&varmap)).unwrap() else {
+        unreachable!("seed000 is an RPN")
+    };
     let images = hashed::tensor(&[8, 64, 64, 3], 90, 2.0);
 
     if let Ok(bytes) = std::fs::read(io_path()) {

@@ -20,6 +20,10 @@ import sys
 
 import torch  # before TensorFlow: the other order aborts in LLVM
 import torch.nn as nn
+
+# torch.optim's first step imports triton, whose LLVM clashes with TensorFlow's once TF is
+# loaded ("Option … registered more than once"); the CPU step does not need it.
+sys.modules["triton"] = None
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -77,7 +81,8 @@ def rpn_bbox_loss(input_rpn_bbox, input_rpn_match, rpn_bbox, batch):
 x_in = KL.Input((SIDE, SIDE, 3))
 model = keras.Model([x_in], list(rpn_net(res_net(x_in, [2]), K_ANCHORS)))
 set_weights(model)
-optimizer = keras.optimizers.SGD(learning_rate=LR, momentum=MOMENTUM)
+# jit_compile=False: XLA's LLVM and torch's cannot live in one process (LLVM option clash).
+optimizer = keras.optimizers.SGD(learning_rate=LR, momentum=MOMENTUM, jit_compile=False)
 k_images, k_match, k_bbox = tf.constant(images), tf.constant(rpn_match[..., None]), tf.constant(rpn_bbox)
 
 
@@ -164,7 +169,7 @@ def torch_step():
     t_opt.zero_grad()
     (cls + box).backward()
     t_opt.step()
-    return float(cls), float(box)
+    return float(cls.detach()), float(box.detach())
 
 
 torch_losses = np.array([torch_step() for _ in range(2)], dtype=np.float32)

@@ -180,6 +180,15 @@ pub mod hashed {
         Tensor::from_vec(v, shape, &Device::Cpu).expect("length matches shape")
     }
 
+    /// The variables of `varmap` as plain tensors (no gradient tracking), for building the same
+    /// model for inference as a user's loaded weights would (candle's convolution path).
+    pub fn frozen(varmap: &VarMap) -> candle_nn::VarBuilder<'static> {
+        let vars = varmap.data().lock().expect("varmap lock");
+        let tensors: std::collections::HashMap<String, Tensor> =
+            vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+        candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu)
+    }
+
     /// Sets a model's convs and BNs (paths in Keras creation order) exactly as
     /// `keras_seeds.set_weights` sets Keras': kernels generated HWIO, then transposed to OIHW
     /// with `(3, 2, 0, 1)` as a port must.

@@ -173,7 +173,7 @@ fn readme_demo_command_runs_with_a_tiny_budget() {
         assert!((0.0..=1.0).contains(&v), "{key} = {v}");
     }
     let png = image::open(out.join("proposals_0.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (384, 384), "64×64 shapes drawn at 6×");
+    assert_eq!((png.width(), png.height()), (384, 384 + 24), "64×64 shapes at 6×, legend below");
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "header + 2 steps:\n{csv}");
 }
@@ -261,4 +261,79 @@ fn train_resume_eval_and_propose_from_the_command_line() {
     assert!(err.to_string().contains("not seed000 weights"), "{err}");
     let err = rpn(&["train", "--dataset", "/no/such/dir", "--steps", "1", "-o", run]).unwrap_err();
     assert!(err.to_string().contains("neither `shapes` nor a directory"), "{err}");
+}
+
+#[test]
+fn seed002_proposes_on_images_with_a_vgg16_backbone() {
+    use candle_nn::{VarBuilder, VarMap};
+    let dir = scratch_dir("seed002");
+    let save = |arch: rpn_model::Arch, name: &str| {
+        let varmap = VarMap::new();
+        arch.build(VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu))
+            .unwrap();
+        let path = dir.join(name);
+        varmap.save(&path).unwrap();
+        path
+    };
+    let head = save(rpn_model::Arch::Seed002, "head.safetensors");
+    let vgg = save(rpn_model::Arch::Vgg16, "vgg16.safetensors");
+    let png = dir.join("photo.png");
+    image::RgbImage::from_fn(100, 70, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 60]))
+        .save(&png)
+        .unwrap();
+    let out = dir.join("p.json");
+    let (h, v, p, o) = (
+        head.to_str().unwrap(),
+        vgg.to_str().unwrap(),
+        png.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let err =
+        rpn(&["propose", "--arch", "seed002", "--weights", h, "--image", p, "-o", o]).unwrap_err();
+    assert!(err.to_string().contains("--backbone-weights"), "{err}");
+    let err = rpn(&[
+        "propose",
+        "--arch",
+        "seed002",
+        "--weights",
+        v,
+        "--backbone-weights",
+        h,
+        "--image",
+        p,
+        "-o",
+        o,
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("not seed002 weights"), "swapped files: {err}");
+    rpn(&[
+        "propose",
+        "--arch",
+        "seed002",
+        "--weights",
+        h,
+        "--backbone-weights",
+        v,
+        "--image",
+        p,
+        "--top",
+        "5",
+        "-o",
+        o,
+    ])
+    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let first = &json["images"][0];
+    // 100×70 runs at 96×64 (multiples of VGG16's stride 16); boxes come back in 100×70 pixels.
+    assert_eq!(first["input_size"], serde_json::json!([64, 96]));
+    let proposals = first["proposals"].as_array().unwrap();
+    assert_eq!(proposals.len(), 5);
+    for p in proposals {
+        let b: Vec<f64> =
+            p["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 100.0 && b[3] <= 70.0, "{b:?}");
+        let s = p["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&s), "sigmoid score {s}");
+    }
 }

@@ -218,3 +218,15 @@ fn shapes_are_drawn_inside_their_boxes() {
         }
     }
 }
+
+#[test]
+fn a_pipeline_is_a_snapshot_of_the_weights() {
+    let mut trainer = Trainer::seed001(small(6)).unwrap();
+    trainer.step().unwrap();
+    let pipeline = trainer.pipeline().unwrap();
+    let image = ShapesSource::held_out(6).get(0).unwrap();
+    let before = pipeline.propose(&image.pixels, 1).unwrap();
+    trainer.step().unwrap();
+    assert_eq!(pipeline.propose(&image.pixels, 1).unwrap(), before, "training moved a snapshot");
+    assert_ne!(trainer.pipeline().unwrap().propose(&image.pixels, 1).unwrap(), before);
+}

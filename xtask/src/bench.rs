@@ -60,6 +60,13 @@ const SUITES: &[Suite] = &[
         bench: "train_step",
         peers_json: "train_step_peers.json",
     },
+    Suite {
+        name: "matterport",
+        peer_script: "tests/benches/matterport_peers.py",
+        package: "rpn-tests",
+        bench: "matterport",
+        peers_json: "matterport_peers.json",
+    },
 ];
 
 pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {

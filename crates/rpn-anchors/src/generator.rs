@@ -225,6 +225,17 @@ impl AnchorConfig {
         Self::single_level(2)
     }
 
+    /// Seed 002 (the RPN head on VGG16's stride-16 `block5_conv3`): the notebook stops at the head,
+    /// so these are the Faster R-CNN paper's anchors (py-faster-rcnn `generate_anchors`): sizes
+    /// 128, 256, 512 × ratios 0.5, 1, 2 as `h / w`, ratio-major, 9 per cell; float corners.
+    pub fn seed002() -> Self {
+        Self {
+            levels: vec![PyramidLevel { stride: 16, sizes: vec![128.0, 256.0, 512.0] }],
+            ratio_convention: RatioConvention::HeightOverWidth,
+            ..Self::matterport_fpn()
+        }
+    }
+
     fn single_level(stride: u32) -> Self {
         Self {
             levels: vec![PyramidLevel { stride, sizes: vec![8.0, 16.0, 32.0] }],

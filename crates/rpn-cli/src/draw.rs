@@ -49,6 +49,7 @@ pub(crate) fn loss_curve(history: &[(usize, StepLosses)], path: &Path) -> Result
     chart
         .configure_mesh()
         .x_desc("step (batch of 20 images)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("loss")
         .label_style((FONT, 15))
         .light_line_style(WHITE.mix(0.0))
@@ -89,6 +90,9 @@ pub(crate) fn loss_curve(history: &[(usize, StepLosses)], path: &Path) -> Result
 
 /// Picks one loss out of a step's losses.
 type LossPart = fn(&StepLosses) -> f32;
+
+/// Height of the legend strip under a picture.
+const LEGEND_HEIGHT: u32 = 24;
 
 /// Steps averaged in the loss curve.
 const SMOOTHING: usize = 10;
@@ -136,47 +140,59 @@ pub(crate) fn draw_boxes(
     let err = |e: &dyn std::fmt::Display| draw_err(path, e);
     let scale = display_scale(image.width());
     let (w, h) = (image.width() * scale, image.height() * scale);
-    let mut canvas =
-        image::imageops::resize(image, w, h, image::imageops::FilterType::Nearest).into_raw();
+    // The picture, then a strip below it for the legend (so it hides nothing).
+    let total_h = h + LEGEND_HEIGHT;
+    let mut canvas = image::RgbImage::new(w, total_h);
+    image::imageops::replace(
+        &mut canvas,
+        &image::imageops::resize(image, w, h, image::imageops::FilterType::Nearest),
+        0,
+        0,
+    );
+    let mut canvas = canvas.into_raw();
     {
-        let root = BitMapBackend::with_buffer(&mut canvas, (w, h)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut canvas, (w, total_h)).into_drawing_area();
         let s = scale as f32;
         let corners = |b: &Bbox| {
             let p = |v: f32| (v * s).round() as i32;
             [(p(b.x1), p(b.y1)), (p(b.x2) - 1, p(b.y2) - 1)]
         };
+        // A black outline under each box keeps it visible on any background colour.
+        let outlined = |[a, b]: [(i32, i32); 2], color: RGBColor, width: u32| {
+            root.draw(&Rectangle::new([a, b], BLACK.stroke_width(width + 2)))?;
+            root.draw(&Rectangle::new([a, b], color.stroke_width(width)))
+        };
         for b in gt {
-            root.draw(&Rectangle::new(corners(b), GT_COLOR.stroke_width(3)))
-                .map_err(|e| err(&e))?;
+            outlined(corners(b), GT_COLOR, 3).map_err(|e| err(&e))?;
         }
         // Worst first, so the best proposal is drawn on top.
         let shown: Vec<&Proposal> = proposals.iter().take(top).collect();
         for p in shown.iter().rev() {
             let [a, b] = corners(&p.bbox);
-            root.draw(&Rectangle::new([a, b], PROPOSAL_COLOR.stroke_width(2)))
-                .map_err(|e| err(&e))?;
-            // The score on a dark tab above the box's top-left corner (inside when at the top).
-            let y = if a.1 >= 36 { a.1 - 16 } else { a.1 + 2 };
-            root.draw(&Rectangle::new([(a.0, y), (a.0 + 34, y + 15)], BLACK.mix(0.6).filled()))
+            outlined([a, b], PROPOSAL_COLOR, 2).map_err(|e| err(&e))?;
+            // The score on a dark tab above the box's top-left corner (inside at the top edge).
+            let (x, y) = (a.0.max(0), if a.1 >= 16 { a.1 - 16 } else { a.1.max(0) + 2 });
+            root.draw(&Rectangle::new([(x, y), (x + 34, y + 15)], BLACK.mix(0.7).filled()))
                 .map_err(|e| err(&e))?;
             let label = format!("{:.2}", p.score);
             let font = (FONT, 13).into_font().color(&PROPOSAL_COLOR);
-            root.draw(&Text::new(label, (a.0 + 3, y), font)).map_err(|e| err(&e))?;
+            root.draw(&Text::new(label, (x + 3, y), font)).map_err(|e| err(&e))?;
         }
         let legend = (FONT, 15).into_font();
-        root.draw(&Rectangle::new([(0, 0), (w as i32, 20)], BLACK.mix(0.55).filled()))
+        let top = h as i32;
+        root.draw(&Rectangle::new([(0, top), (w as i32, total_h as i32)], BLACK.filled()))
             .map_err(|e| err(&e))?;
-        root.draw(&Text::new("ground truth", (6, 2), legend.color(&GT_COLOR)))
+        root.draw(&Text::new("ground truth", (6, top + 4), legend.color(&GT_COLOR)))
             .map_err(|e| err(&e))?;
         root.draw(&Text::new(
             format!("top {} proposals (score)", shown.len()),
-            (120, 2),
+            (120, top + 4),
             legend.color(&PROPOSAL_COLOR),
         ))
         .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
-    let out = image::RgbImage::from_raw(w, h, canvas)
+    let out = image::RgbImage::from_raw(w, total_h, canvas)
         .ok_or_else(|| draw_err(path, "canvas size changed while drawing"))?;
     out.save(path).map_err(|e| err(&e))
 }

@@ -49,9 +49,9 @@ fn candle<T>(context: impl Into<String>, r: candle_core::Result<T>) -> Result<T,
     r.map_err(|source| CliError::Candle { context: context.into(), source })
 }
 
-/// Default `rpn demo` length: long enough for recall@0.5 (top 100) near 1 on held-out shapes,
-/// short enough for about 4 minutes on a 2-core CPU.
-pub const DEMO_STEPS: usize = 120;
+/// Default `rpn demo` length: 100 steps of 20 images, about 4 minutes on a 2-core CPU, after
+/// which held-out recall@0.5 of the top 100 proposals is about 0.8 (0.84 after 300 steps).
+pub const DEMO_STEPS: usize = 100;
 
 /// Region proposal networks from the seed notebooks, in Rust.
 #[derive(Debug, Parser)]
@@ -163,12 +163,15 @@ enum Command {
     },
     /// Proposals for PNG/JPEG images in original-image pixels, with scores and levels.
     Propose {
-        /// seed000, seed001, matterport-resnet50 or matterport-resnet101.
+        /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
         #[arg(long, value_parser = Arch::parse)]
         arch: Arch,
         /// Weights (final.safetensors, a checkpoint, or a ported Keras file).
         #[arg(long)]
         weights: PathBuf,
+        /// seed002 only: the VGG16 body (`rpn port-keras … --arch vgg16`).
+        #[arg(long)]
+        backbone_weights: Option<PathBuf>,
         /// PNG/JPEG images (repeat the flag or list several).
         #[arg(long, num_args = 1.., required_unless_present = "input")]
         image: Vec<PathBuf>,
@@ -203,7 +206,7 @@ enum Command {
     PortKeras {
         /// The Keras file.
         input: PathBuf,
-        /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
+        /// seed000, seed001, seed002, matterport-resnet50, matterport-resnet101 or vgg16.
         #[arg(long, value_parser = Arch::parse)]
         arch: Arch,
         /// Output safetensors file (written atomically; untouched on error).
@@ -318,6 +321,7 @@ where
         Command::Propose {
             arch,
             weights,
+            backbone_weights,
             image,
             input,
             output,
@@ -331,6 +335,7 @@ where
             let args = propose::ProposeArgs {
                 arch,
                 weights,
+                backbone_weights,
                 images: image,
                 input,
                 output,
@@ -447,6 +452,13 @@ fn forward(
         Model::Seed002(m) => {
             let o = candle(format!("running {}", arch.name()), m.forward_nhwc(&x))?;
             vec![("classification", o.classification), ("location", o.location)]
+        }
+        Model::Vgg16(m) => {
+            let run = || -> candle_core::Result<Tensor> {
+                let features = candle_core::Module::forward(m, &rpn_model::nhwc_to_nchw(&x)?)?;
+                features.permute((0, 2, 3, 1))?.contiguous()
+            };
+            vec![("block5_conv3", candle(format!("running {}", arch.name()), run())?)]
         }
         Model::Matterport(m) => {
             let o = candle(format!("running {}", arch.name()), m.forward_nhwc(&x))?;

@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use rpn::model::Arch;
 use rpn::{
     mold_square, resize_to_pixels, seed_configs, MatterportPipeline, MoldedImage, RpnPipeline,
+    Seed002Pipeline,
 };
 use rpn_anchors::{Bbox, ImageSize};
 use rpn_proposals::{Proposal, ProposalConfig};
@@ -37,6 +38,7 @@ pub(crate) enum Preset {
 pub(crate) struct ProposeArgs {
     pub(crate) arch: Arch,
     pub(crate) weights: PathBuf,
+    pub(crate) backbone_weights: Option<PathBuf>,
     pub(crate) images: Vec<PathBuf>,
     pub(crate) input: Option<PathBuf>,
     pub(crate) output: PathBuf,
@@ -55,8 +57,12 @@ fn input_size(
     height: u32,
     requested: Option<usize>,
 ) -> Result<ImageSize, CliError> {
-    let (backbone, _) = seed_configs(arch)?;
-    let stride = 1u32 << backbone.blocks.len();
+    let stride = if arch == Arch::Seed002 {
+        16 // VGG16's block5_conv3
+    } else {
+        let (backbone, _) = seed_configs(arch)?;
+        1u32 << backbone.blocks.len()
+    };
     let (h, w) = match requested {
         Some(side) => {
             let side = u32::try_from(side)
@@ -102,6 +108,19 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
     if args.images.is_empty() {
         return Err(CliError::Usage("give at least one --image".into()));
     }
+    // Seed 002 runs VGG16 + its head at any size; seeds 000/001 need a pipeline per size.
+    let seed002 =
+        match (args.arch, &args.backbone_weights) {
+            (Arch::Seed002, Some(vgg)) => {
+                Some(Seed002Pipeline::load(&args.weights, vgg, device.clone())?)
+            }
+            (Arch::Seed002, None) => return Err(CliError::Usage(
+                "seed002 is a head on VGG16 features: give --backbone-weights (VGG16 ported with \
+                 `rpn port-keras … --arch vgg16`)"
+                    .into(),
+            )),
+            _ => None,
+        };
     let mut pipelines: HashMap<ImageSize, RpnPipeline> = HashMap::new();
     let mut entries = Vec::new();
     let mut drawn = Vec::new();
@@ -111,14 +130,19 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
         })?;
         let (width, height) = (decoded.width(), decoded.height());
         let size = input_size(args.arch, width, height, args.image_size)?;
-        let pipeline = match pipelines.entry(size) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(RpnPipeline::load(args.arch, &args.weights, size, device.clone())?)
+        let (pixels, _) = resize_to_pixels(&decoded, size);
+        let proposals = match &seed002 {
+            Some(p) => p.propose(&pixels, size)?,
+            None => {
+                let pipeline = match pipelines.entry(size) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(RpnPipeline::load(args.arch, &args.weights, size, device.clone())?)
+                    }
+                };
+                pipeline.propose(&pixels, 1)?.remove(0)
             }
         };
-        let (pixels, _) = resize_to_pixels(&decoded, size);
-        let proposals = pipeline.propose(&pixels, 1)?.remove(0);
         let (sx, sy) = (width as f32 / size.width as f32, height as f32 / size.height as f32);
         let in_original: Vec<Proposal> = proposals
             .items

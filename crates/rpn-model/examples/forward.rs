@@ -47,6 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     out.deltas.dims()
                 )
             }
+            Model::Vgg16(m) => {
+                let images = Tensor::rand(-120f32, 130.0, (batch, side, side, 3), &device)?;
+                let features = candle_core::Module::forward(m, &rpn_model::nhwc_to_nchw(&images)?)?;
+                format!("block5_conv3 {:?} (NCHW)", features.dims())
+            }
             Model::Seed002(m) => {
                 // Seed 002's head reads VGG16's 512-channel conv5 features (stride 16).
                 let features =

@@ -23,16 +23,19 @@ pub enum Arch {
     MatterportResNet50,
     /// Matterport Mask R-CNN's RPN on ResNet-101-FPN (`mask_rcnn_coco.h5`).
     MatterportResNet101,
+    /// Keras' `VGG16(include_top=False)` body up to `block5_conv3`: seed 002's backbone.
+    Vgg16,
 }
 
 impl Arch {
     /// Every architecture, for help texts and errors.
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 6] = [
         Arch::Seed000,
         Arch::Seed001,
         Arch::Seed002,
         Arch::MatterportResNet50,
         Arch::MatterportResNet101,
+        Arch::Vgg16,
     ];
 
     /// The CLI name (`seed000`, …).
@@ -43,6 +46,7 @@ impl Arch {
             Arch::Seed002 => "seed002",
             Arch::MatterportResNet50 => "matterport-resnet50",
             Arch::MatterportResNet101 => "matterport-resnet101",
+            Arch::Vgg16 => "vgg16",
         }
     }
 
@@ -86,6 +90,9 @@ impl Arch {
                 let (convs, bns) = MatterportRpn::keras_layer_names(&config);
                 KerasLayout { convs, bns, named: true }
             }
+            Arch::Vgg16 => {
+                KerasLayout { convs: Vgg16::keras_creation_order(), bns: Vec::new(), named: true }
+            }
         }
     }
 
@@ -99,6 +106,7 @@ impl Arch {
                 let config = self.matterport_config().unwrap_or_else(MatterportConfig::resnet50);
                 Model::Matterport(MatterportRpn::new(&config, vb)?)
             }
+            Arch::Vgg16 => Model::Vgg16(Vgg16::new(vb)?),
         })
     }
 
@@ -107,7 +115,7 @@ impl Arch {
         match self {
             Arch::MatterportResNet50 => Some(MatterportConfig::resnet50()),
             Arch::MatterportResNet101 => Some(MatterportConfig::resnet101()),
-            Arch::Seed000 | Arch::Seed001 | Arch::Seed002 => None,
+            Arch::Seed000 | Arch::Seed001 | Arch::Seed002 | Arch::Vgg16 => None,
         }
     }
 
@@ -129,6 +137,8 @@ pub enum Model {
     Seed002(Seed002Head),
     /// Matterport: molded images in, `rpn_class_logits`, `rpn_class`, `rpn_bbox`, P2–P6 out.
     Matterport(MatterportRpn),
+    /// VGG16: images in (Keras `preprocess_input`, caffe mode), `block5_conv3` features out.
+    Vgg16(Vgg16),
 }
 
 /// See [`Arch::keras_layout`]. Also used for models built by hand (e.g. VGG16 + seed 002).

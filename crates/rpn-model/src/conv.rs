@@ -128,8 +128,9 @@ impl CustomOp1 for Col2Im {
 }
 
 /// A `candle_nn::Conv2d` (square kernel, no dilation or groups) whose CPU `f32` forward and
-/// backward passes run as im2col + GEMM; anything else goes to candle's convolution. Same weights
-/// (`[O, I, k, k]`), same results up to float summation order.
+/// backward passes run as im2col + GEMM when gradients are tracked (training); inference and
+/// other devices use candle's convolution. Same weights (`[O, I, k, k]`), same results up to
+/// float summation order.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv(pub(crate) Conv2d);
 
@@ -137,7 +138,11 @@ impl Conv {
     fn gemm_path(&self, x: &Tensor) -> bool {
         let cfg = self.0.config();
         let (_, _, kh, kw) = self.0.weight().dims4().unwrap_or_default();
-        x.device().is_cpu()
+        // Without gradients candle's convolution is as fast or faster (it skips the NHWC
+        // copies); the GEMM path pays off in training, where candle's backward is slow.
+        let needs_grad = x.track_op() || self.0.weight().track_op();
+        needs_grad
+            && x.device().is_cpu()
             && x.dtype() == DType::F32
             && kh == kw
             && cfg.dilation == 1

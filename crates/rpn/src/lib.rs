@@ -31,6 +31,7 @@ mod error;
 mod eval;
 mod matterport;
 mod pipeline;
+mod seed002;
 mod shapes;
 mod train;
 
@@ -48,5 +49,6 @@ pub use error::Error;
 pub use eval::{ar_thresholds, RecallAccumulator, RecallReport, TOP_KS};
 pub use matterport::{mold_square, MatterportPipeline, MatterportRun, MoldedImage, MEAN_PIXEL};
 pub use pipeline::{seed_configs, seed_proposal_config, RpnPipeline};
+pub use seed002::{Seed002Pipeline, VGG_MEAN_BGR};
 pub use shapes::{Shape, ShapeKind, ShapesDataset, ShapesImage};
 pub use train::{LrSchedule, SgdMomentum, StepLosses, TrainConfig, Trainer};

@@ -25,11 +25,13 @@ pub fn seed_configs(arch: Arch) -> Result<(SeedResNetConfig, AnchorConfig), Erro
              training, evaluation and proposals support seed000 and seed001"
                 .into(),
         )),
-        Arch::MatterportResNet50 | Arch::MatterportResNet101 => Err(Error::Config(format!(
-            "{} is not a seed architecture: use MatterportPipeline (training supports seed000 \
-             and seed001)",
-            arch.name()
-        ))),
+        Arch::MatterportResNet50 | Arch::MatterportResNet101 | Arch::Vgg16 => {
+            Err(Error::Config(format!(
+                "{} is not a seed RPN (training and evaluation support seed000 and seed001; \
+             Matterport runs in MatterportPipeline, VGG16 is seed 002's backbone)",
+                arch.name()
+            )))
+        }
     }
 }
 

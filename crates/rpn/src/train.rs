@@ -366,9 +366,19 @@ impl Trainer {
         Ok(())
     }
 
-    /// The trained model as an inference pipeline (BN with its moving statistics).
+    /// The trained model as an inference pipeline (BN with its moving statistics), on a frozen
+    /// copy of the weights: later training steps do not change it, and no gradients are tracked.
     pub fn pipeline(&self) -> Result<RpnPipeline, Error> {
-        RpnPipeline::new(self.arch, self.model.clone(), self.image, Device::Cpu)
+        let (backbone, _) = seed_configs(self.arch)?;
+        // `copy`: a detached tensor still shares the variable's storage, which `Var::set` writes.
+        let frozen = self
+            .named_vars()?
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.detach().copy()?)))
+            .collect::<Result<HashMap<String, Tensor>, candle_core::Error>>()?;
+        let vb = VarBuilder::from_tensors(frozen, DType::F32, &Device::Cpu);
+        let model = SeedRpn::new(&backbone, 9, vb)?;
+        RpnPipeline::new(self.arch, model, self.image, Device::Cpu)
     }
 
     fn named_vars(&self) -> Result<BTreeMap<String, Tensor>, Error> {

@@ -1,0 +1,88 @@
+"""Times Matterport's RPN at 1024² (CPU, batch 1): ResNet-50-FPN + RPN head + proposal layer.
+
+Run by `cargo xtask bench matterport`, threads pinned to 2. Peers:
+  * keras_tf: the graph of tests/fixtures/matterport_graph.py (Matterport's own `resnet_graph`
+    and `build_rpn_model` from the installed mrcnn package + the FPN with its layer names),
+    hashed weights, then Matterport's `ProposalLayer` (top 6000 → NMS 0.7 → 1000), in one
+    `tf.function`; its outputs are written for the Rust bench to check ours against;
+  * torchvision: `fasterrcnn_resnet50_fpn(weights=None)`'s transform-free backbone + RPN in eval
+    mode on the same 1024² input (same depth and FPN, torchvision's own head and proposal
+    settings: a timing reference, not the same graph, so its outputs are not compared).
+Writes, under argv[1]: matterport_io.safetensors (image, rpn_class_logits, rpn_bbox, rpn_rois)
+and matterport_peers.json (median ms).
+"""
+
+import json
+import os
+import sys
+
+import torch  # before TensorFlow: the other order aborts in LLVM
+import torchvision
+import numpy as np
+import tensorflow as tf
+import tf_keras.layers as KL
+import tf_keras.models as KM
+from safetensors.numpy import save_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from keras_seeds import hashed  # noqa: E402
+from matterport_graph import layer_names, matterport_rpn, set_named_weights  # noqa: E402
+from peers import matterport_proposal_layer, median_ms  # noqa: E402
+from mrcnn import utils  # noqa: E402
+
+torch.set_num_threads(2)
+tf.config.threading.set_intra_op_parallelism_threads(2)
+tf.config.threading.set_inter_op_parallelism_threads(2)
+out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "bench")
+os.makedirs(out_dir, exist_ok=True)
+SIDE = 1024
+
+model, rpn = matterport_rpn(SIDE, "resnet50")
+convs, bns = layer_names([3, 4, 6, 3])
+
+
+def find(name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return rpn.get_layer(name)
+
+
+set_named_weights(find, convs, bns)
+shapes = np.array([[SIDE // s, SIDE // s] for s in (4, 8, 16, 32, 64)])
+anchors = utils.generate_pyramid_anchors((32, 64, 128, 256, 512), [0.5, 1, 2], shapes, [4, 8, 16, 32, 64], 1)
+anchors = tf.constant(utils.norm_boxes(anchors, (SIDE, SIDE)).astype(np.float32)[None])
+layer = matterport_proposal_layer(1000)
+image = hashed((1, SIDE, SIDE, 3), 80, 2.0)
+x = tf.constant(image)
+
+
+@tf.function
+def keras_rpn(x):
+    outs = model(x, training=False)
+    logits, probs, deltas = outs[5], outs[6], outs[7]
+    return logits, deltas, layer([probs, deltas, anchors])
+
+
+logits, deltas, rois = [t.numpy() for t in keras_rpn(x)]
+save_file({"image": image, "rpn_class_logits": logits, "rpn_bbox": deltas, "rpn_rois": rois},
+          os.path.join(out_dir, "matterport_io.safetensors"))
+
+tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+timage = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+image_list = torchvision.models.detection.image_list.ImageList(timage, [(SIDE, SIDE)])
+
+
+def torchvision_rpn():
+    with torch.no_grad():
+        features = tv.backbone(timage)
+        tv.rpn(image_list, features)
+
+
+timings = {"resnet50_fpn_rpn_proposals_1024": {
+    "keras_tf": median_ms(lambda: [t.numpy() for t in keras_rpn(x)], min_runs=3, min_seconds=5.0),
+    "torchvision": median_ms(torchvision_rpn, min_runs=3, min_seconds=5.0),
+}}
+with open(os.path.join(out_dir, "matterport_peers.json"), "w") as f:
+    json.dump({"threads": 2, "torch": torch.__version__, "tensorflow": tf.__version__, "ms": timings}, f, indent=2)
+print(json.dumps(timings, indent=2))
