@@ -26,7 +26,7 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 from keras_seeds import hashed  # noqa: E402
-from matterport_graph import layer_names, matterport_rpn, set_named_weights  # noqa: E402
+from matterport_graph import hashed_resnet50_rpn  # noqa: E402
 from peers import matterport_proposal_layer, median_ms  # noqa: E402
 from mrcnn import utils  # noqa: E402
 
@@ -37,18 +37,7 @@ out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "bench")
 os.makedirs(out_dir, exist_ok=True)
 SIDE = 1024
 
-model, rpn = matterport_rpn(SIDE, "resnet50")
-convs, bns = layer_names([3, 4, 6, 3])
-
-
-def find(name):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return rpn.get_layer(name)
-
-
-set_named_weights(find, convs, bns)
+model = hashed_resnet50_rpn(SIDE)
 shapes = np.array([[SIDE // s, SIDE // s] for s in (4, 8, 16, 32, 64)])
 anchors = utils.generate_pyramid_anchors((32, 64, 128, 256, 512), [0.5, 1, 2], shapes, [4, 8, 16, 32, 64], 1)
 anchors = tf.constant(utils.norm_boxes(anchors, (SIDE, SIDE)).astype(np.float32)[None])

@@ -24,6 +24,7 @@ from safetensors.numpy import save_file
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 from keras_seeds import creation_order, hashed, res_net, rpn_net, set_weights  # noqa: E402
 from peers import median_ms as _median_ms  # noqa: E402
+from torch_seed import TorchSeed, copy_keras_weights  # noqa: E402
 
 
 def median_ms(fn):
@@ -46,61 +47,11 @@ keras_call = tf.function(lambda x: model(x, training=False))
 logits, probs, deltas = [t.numpy() for t in keras_call(tf.constant(images))]
 
 
-class TorchSeed(nn.Module):
-    """Seed 000 in PyTorch: same layers, NCHW, BN eps 1e-3, linear shared head conv."""
-
-    def __init__(self, blocks=(3, 6, 4), k=9):
-        super().__init__()
-        self.convs, self.bns = nn.ModuleList(), nn.ModuleList()  # creation order, as Keras
-        def conv(ci, co, ks, s=1):
-            self.convs.append(nn.Conv2d(ci, co, ks, s, ks // 2))
-            return self.convs[-1]
-
-        def bn(c):
-            self.bns.append(nn.BatchNorm2d(c, eps=1e-3))
-            return self.bns[-1]
-
-        self.stem = (conv(3, 64, 3), bn(64))
-        self.blocks, c_in, f = [], 64, 64
-        for n in blocks:
-            for b in range(n):
-                s = 2 if b == 0 else 1
-                layers = [(conv(c_in, f, 1, s), bn(f)), (conv(f, f, 3), bn(f)), (conv(f, 4 * f, 1), bn(4 * f))]
-                short = (conv(c_in, 4 * f, 1, s), bn(4 * f)) if b == 0 else None
-                self.blocks.append((layers, short))
-                c_in = 4 * f
-            f *= 2
-        self.shared, self.cls, self.bbox = conv(c_in, 256, 3), conv(256, 2 * k, 1), conv(256, 4 * k, 1)
-
-    def forward(self, x):
-        relu = torch.relu
-        x = relu(self.stem[1](self.stem[0](x)))
-        for (a, b, c), short in self.blocks:
-            y = relu(a[1](a[0](x)))
-            y = relu(b[1](b[0](y)))
-            y = c[1](c[0](y))
-            x = relu(y + (short[1](short[0](x)) if short else x))
-        s = self.shared(x)
-        n = x.shape[0]
-        logits = self.cls(s).permute(0, 2, 3, 1).reshape(n, -1, 2)
-        return logits, torch.softmax(logits, -1), self.bbox(s).permute(0, 2, 3, 1).reshape(n, -1, 4)
-
-
-net = TorchSeed().eval()
-kconvs = creation_order([l for l in model.layers if isinstance(l, KL.Conv2D)])
-kbns = creation_order([l for l in model.layers if isinstance(l, KL.BatchNormalization)])
-with torch.no_grad():
-    for c, kl in zip(net.convs, kconvs):
-        w, b = kl.get_weights()
-        c.weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1).copy()))
-        c.bias.copy_(torch.from_numpy(b))
-    for m, kl in zip(net.bns, kbns):
-        g, beta, mean, var = kl.get_weights()
-        m.weight.copy_(torch.from_numpy(g)); m.bias.copy_(torch.from_numpy(beta))
-        m.running_mean.copy_(torch.from_numpy(mean)); m.running_var.copy_(torch.from_numpy(var))
+net = TorchSeed((3, 6, 4)).eval()
+copy_keras_weights(net, model)
 timages = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
 with torch.no_grad():
-    tl, _, td = net(timages)
+    tl, td = net(timages)
 scale = np.abs(logits).max()
 assert np.abs(tl.numpy() - logits).max() <= 1e-4 * scale, "PyTorch and Keras disagree"
 

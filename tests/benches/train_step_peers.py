@@ -27,12 +27,14 @@ sys.modules["triton"] = None
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
-import tf_keras.backend as K
 import tf_keras.layers as KL
 from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
-from keras_seeds import creation_order, hashed, res_net, rpn_net, set_weights, unit  # noqa: E402
+from keras_seeds import (  # noqa: E402
+    creation_order, hashed, res_net, rpn_bbox_loss, rpn_class_loss, rpn_net, set_weights, unit,
+)
+from torch_seed import TorchSeed, copy_weights  # noqa: E402
 from peers import median_ms  # noqa: E402
 
 torch.set_num_threads(2)
@@ -49,33 +51,6 @@ u = unit(B * A, 92).reshape(B, A)
 rpn_match = np.where(u < 0.014, 1, np.where(u < 0.028, -1, 0)).astype(np.int32)
 assert (rpn_match == 1).sum(axis=1).max() <= ROWS
 rpn_bbox = hashed((B, ROWS, 4), 93, 2.0)
-
-
-# ------------------------------------------------------------------ Keras: the notebook's losses
-def rpn_class_loss(input_rpn_match, rpn_class_logits):
-    input_rpn_match = tf.squeeze(input_rpn_match, -1)
-    indices = tf.where(K.not_equal(input_rpn_match, 0))
-    anchor_class = K.cast(K.equal(input_rpn_match, 1), tf.int32)
-    anchor_class = tf.gather_nd(anchor_class, indices)
-    rpn_class_logits = tf.gather_nd(rpn_class_logits, indices)
-    loss = K.sparse_categorical_crossentropy(target=anchor_class, output=rpn_class_logits, from_logits=True)
-    return K.switch(tf.size(loss) > 0, K.mean(loss), tf.constant(0.0))
-
-
-def batch_pack(x, counts, num_rows):
-    return tf.concat([x[i, :counts[i]] for i in range(num_rows)], axis=0)
-
-
-def rpn_bbox_loss(input_rpn_bbox, input_rpn_match, rpn_bbox, batch):
-    input_rpn_match = tf.squeeze(input_rpn_match, -1)
-    indices = tf.where(K.equal(input_rpn_match, 1))
-    rpn_bbox = tf.gather_nd(rpn_bbox, indices)
-    batch_counts = K.sum(K.cast(K.equal(input_rpn_match, 1), tf.int32), axis=1)
-    input_rpn_bbox = batch_pack(input_rpn_bbox, batch_counts, batch)
-    diff = K.abs(input_rpn_bbox - rpn_bbox)
-    less_than_one = K.cast(K.less(diff, 1.0), "float32")
-    loss = 0.5 * less_than_one * diff ** 2 + (1 - less_than_one) * (diff - 0.5)
-    return K.switch(tf.size(loss) > 0, K.mean(loss), tf.constant(0.0))
 
 
 x_in = KL.Input((SIDE, SIDE, 3))
@@ -105,54 +80,8 @@ keras_losses = np.array([[float(v) for v in keras_step()] for _ in range(2)], dt
 
 
 # ------------------------------------------------------------------ PyTorch: the same step
-class TorchSeed(nn.Module):
-    """Seed 000/001 in PyTorch: same layers, NCHW, BN eps 1e-3 (momentum 0.01 = Keras' 0.99)."""
-
-    def __init__(self, blocks, k=K_ANCHORS):
-        super().__init__()
-        self.convs, self.bns = nn.ModuleList(), nn.ModuleList()  # creation order, as Keras
-
-        def conv(ci, co, ks, s=1):
-            self.convs.append(nn.Conv2d(ci, co, ks, s, ks // 2))
-            return self.convs[-1]
-
-        def bn(c):
-            self.bns.append(nn.BatchNorm2d(c, eps=1e-3, momentum=0.01))
-            return self.bns[-1]
-
-        self.stem = (conv(3, 64, 3), bn(64))
-        self.blocks, c_in, f = [], 64, 64
-        for n in blocks:
-            for b in range(n):
-                s = 2 if b == 0 else 1
-                layers = [(conv(c_in, f, 1, s), bn(f)), (conv(f, f, 3), bn(f)), (conv(f, 4 * f, 1), bn(4 * f))]
-                short = (conv(c_in, 4 * f, 1, s), bn(4 * f)) if b == 0 else None
-                self.blocks.append((layers, short))
-                c_in = 4 * f
-            f *= 2
-        self.shared, self.cls, self.bbox = conv(c_in, 256, 3), conv(256, 2 * k, 1), conv(256, 4 * k, 1)
-
-    def forward(self, x):
-        relu = torch.relu
-        x = relu(self.stem[1](self.stem[0](x)))
-        for (a, b, c), short in self.blocks:
-            y = relu(a[1](a[0](x)))
-            y = relu(b[1](b[0](y)))
-            y = c[1](c[0](y))
-            x = relu(y + (short[1](short[0](x)) if short else x))
-        s = self.shared(x)
-        n = x.shape[0]
-        return self.cls(s).permute(0, 2, 3, 1).reshape(n, -1, 2), self.bbox(s).permute(0, 2, 3, 1).reshape(n, -1, 4)
-
-
 net = TorchSeed((2,)).train()
-with torch.no_grad():
-    for c, (w, b) in zip(net.convs, kconvs):
-        c.weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1).copy()))
-        c.bias.copy_(torch.from_numpy(b))
-    for m, (g, beta, mean, var) in zip(net.bns, kbns):
-        m.weight.copy_(torch.from_numpy(g)); m.bias.copy_(torch.from_numpy(beta))
-        m.running_mean.copy_(torch.from_numpy(mean)); m.running_var.copy_(torch.from_numpy(var))
+copy_weights(net, kconvs, kbns)
 t_images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
 t_match = torch.from_numpy(rpn_match.astype(np.int64))
 t_bbox = torch.from_numpy(rpn_bbox)

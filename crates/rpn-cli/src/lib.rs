@@ -14,7 +14,6 @@ mod draw;
 mod propose;
 mod train;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -309,7 +308,7 @@ where
             Ok(train::train_report(&args, &outcome))
         }
         Command::Eval { arch, weights, dataset, images, seed, image_size, json, device: d } => {
-            let data = train::evaluation_set(&dataset, seed, image_size)?;
+            let data = train::dataset(&dataset, train::Split::HeldOut, seed, image_size)?;
             let pipeline = rpn::RpnPipeline::load(arch, &weights, data.image_size(), device(d)?)?;
             let report = train::evaluate(&pipeline, data.as_ref(), images, 20)?;
             if json {
@@ -410,31 +409,7 @@ fn forward(
     device_arg: DeviceArg,
 ) -> Result<String, CliError> {
     let device = device(device_arg)?;
-    let tensors: HashMap<String, Tensor> = candle(
-        format!("reading weights {}", weights.display()),
-        candle_core::safetensors::load(weights, &device),
-    )?;
-    let expected = candle("listing the model's tensors", arch.tensor_shapes())?;
-    for (name, shape) in &expected {
-        match tensors.get(name) {
-            None => {
-                return Err(CliError::Usage(format!(
-                    "{} has no tensor `{name}` {shape:?} for {}",
-                    weights.display(),
-                    arch.name()
-                )))
-            }
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(CliError::Usage(format!(
-                    "{}: tensor `{name}` has shape {:?}, {} needs {shape:?}",
-                    weights.display(),
-                    t.dims(),
-                    arch.name()
-                )))
-            }
-            Some(_) => {}
-        }
-    }
+    let tensors = rpn::load_weights(weights, arch, &device)?;
     let model = candle(
         "building the model",
         arch.build(VarBuilder::from_tensors(tensors, DType::F32, &device)),

@@ -80,31 +80,29 @@ fn square(side: usize) -> Result<ImageSize, CliError> {
     ImageSize::new(side, side).map_err(|e| CliError::Usage(format!("image size: {e}")))
 }
 
-/// The training images of `arg` (shapes: the training stream of `seed`).
-pub(crate) fn training_set(
-    arg: &DatasetArg,
-    seed: u64,
-    side: usize,
-) -> Result<Box<dyn Dataset>, CliError> {
-    Ok(match arg {
-        DatasetArg::Shapes => {
-            let mut s = ShapesSource::train(seed);
-            s.shapes.side = side;
-            Box::new(s)
-        }
-        DatasetArg::Directory(dir) => Box::new(CocoDirectory::open(dir, square(side)?)?),
-    })
+/// Which shapes images a data set argument means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// The training stream of the seed.
+    Train,
+    /// The held-out stream (never trained on, whatever the seeds).
+    HeldOut,
 }
 
-/// The evaluation images of `arg` (shapes: the held-out stream of `seed`, never trained on).
-pub(crate) fn evaluation_set(
+/// The images of `arg`: shapes from the `split` stream of `seed`, or a COCO directory (all of
+/// it in both splits), at `side × side`.
+pub(crate) fn dataset(
     arg: &DatasetArg,
+    split: Split,
     seed: u64,
     side: usize,
 ) -> Result<Box<dyn Dataset>, CliError> {
     Ok(match arg {
         DatasetArg::Shapes => {
-            let mut s = ShapesSource::held_out(seed);
+            let mut s = match split {
+                Split::Train => ShapesSource::train(seed),
+                Split::HeldOut => ShapesSource::held_out(seed),
+            };
             s.shapes.side = side;
             Box::new(s)
         }
@@ -206,7 +204,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
     let checkpoint = args.output.join("checkpoint.safetensors");
     let csv = args.output.join("loss.csv");
     let config = TrainConfig { schedule: args.schedule.resolve(args.steps), ..args.config };
-    let dataset = training_set(&args.dataset, config.seed, args.image_size)?;
+    let dataset = dataset(&args.dataset, Split::Train, config.seed, args.image_size)?;
     let mut trainer = if args.resume {
         if !checkpoint.exists() {
             return Err(CliError::Usage(format!(

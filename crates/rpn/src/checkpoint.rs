@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use rpn_model::Arch;
 
 use crate::Error;
 
@@ -60,4 +61,38 @@ pub fn read(path: &Path, device: &Device) -> Result<SafetensorsContents, Error> 
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| checkpoint_err(path, format!("cannot load tensors: {e}")))?;
     Ok((tensors, metadata))
+}
+
+/// Reads the safetensors weights of `arch` from `path` on `device`, checking that every tensor
+/// the model needs is there with its shape (extra tensors, e.g. a checkpoint's optimizer state,
+/// are ignored). Errors name the file, the tensor and both shapes.
+pub fn load_weights(
+    path: &Path,
+    arch: Arch,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>, Error> {
+    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(path, device)
+        .map_err(|e| checkpoint_err(path, format!("cannot read safetensors: {e}")))?;
+    for (name, shape) in arch.tensor_shapes()? {
+        match tensors.get(&name) {
+            None => {
+                return Err(checkpoint_err(
+                    path,
+                    format!("no tensor `{name}` {shape:?}: not {} weights", arch.name()),
+                ))
+            }
+            Some(t) if t.dims() != shape.as_slice() => {
+                return Err(checkpoint_err(
+                    path,
+                    format!(
+                        "tensor `{name}` has shape {:?}, {} needs {shape:?}",
+                        t.dims(),
+                        arch.name()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(tensors)
 }

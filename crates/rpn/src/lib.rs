@@ -42,7 +42,8 @@ pub use rpn_proposals as proposals;
 pub use rpn_targets as targets;
 
 pub use checkpoint::{
-    read as read_safetensors, write_atomic as write_safetensors_atomic, SafetensorsContents,
+    load_weights, read as read_safetensors, write_atomic as write_safetensors_atomic,
+    SafetensorsContents,
 };
 pub use data::{resize_to_pixels, training_index, CocoDirectory, Dataset, Sample, ShapesSource};
 pub use error::Error;

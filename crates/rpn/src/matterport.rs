@@ -2,16 +2,13 @@
 //! `MEAN_PIXEL`), ResNet-FPN + shared head, Matterport's anchors and `ProposalLayer`, and the
 //! mapping of proposals back to the original image.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rpn_anchors::{AnchorConfig, Anchors, Bbox, ImageSize};
 use rpn_model::{Arch, MatterportOutputs, MatterportRpn};
-use rpn_proposals::{
-    generate_proposals_with, Objectness, ProposalConfig, ProposalScratch, Proposals,
-};
+use rpn_proposals::{ProposalConfig, Proposals};
 
 use crate::Error;
 
@@ -131,27 +128,7 @@ impl MatterportPipeline {
         let config = arch.matterport_config().ok_or_else(|| {
             Error::Config(format!("{} is not a Matterport architecture", arch.name()))
         })?;
-        let err = |message: String| Error::Checkpoint { path: weights.to_path_buf(), message };
-        let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(weights, &device)
-            .map_err(|e| err(format!("cannot read safetensors: {e}")))?;
-        for (name, shape) in arch.tensor_shapes()? {
-            match tensors.get(&name) {
-                None => {
-                    return Err(err(format!(
-                        "no tensor `{name}` {shape:?}: not {} weights",
-                        arch.name()
-                    )))
-                }
-                Some(t) if t.dims() != shape.as_slice() => {
-                    return Err(err(format!(
-                        "tensor `{name}` has shape {:?}, {} needs {shape:?}",
-                        t.dims(),
-                        arch.name()
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
+        let tensors = crate::checkpoint::load_weights(weights, arch, &device)?;
         let model =
             MatterportRpn::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device))?;
         Self::new(model, image, device)
@@ -179,25 +156,13 @@ impl MatterportPipeline {
             )));
         }
         let outputs = self.model.forward_nhwc(&molded.to_device(&self.device)?)?;
-        let logits = outputs.logits.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
-        let deltas = outputs.deltas.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
-        let mut scratch = ProposalScratch::default();
-        let proposals = logits
-            .iter()
-            .zip(&deltas)
-            .map(|(l, d)| {
-                let pairs: Vec<[f32; 2]> = l.iter().map(|v| [v[0], v[1]]).collect();
-                let deltas: Vec<[f32; 4]> = d.iter().map(|v| [v[0], v[1], v[2], v[3]]).collect();
-                Ok(generate_proposals_with(
-                    &self.proposals,
-                    &self.anchors,
-                    Objectness::SoftmaxPairs(&pairs),
-                    &deltas,
-                    self.image,
-                    &mut scratch,
-                )?)
-            })
-            .collect::<Result<_, Error>>()?;
+        let proposals = crate::pipeline::proposals_per_image(
+            &outputs.logits,
+            &outputs.deltas,
+            &self.proposals,
+            &self.anchors,
+            self.image,
+        )?;
         Ok(MatterportRun { outputs, proposals })
     }
 }

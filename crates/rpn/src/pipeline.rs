@@ -1,6 +1,5 @@
 //! Model + anchors + proposal layer: images in, ranked pixel proposals out.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -84,28 +83,7 @@ impl RpnPipeline {
         device: Device,
     ) -> Result<Self, Error> {
         let (backbone, _) = seed_configs(arch)?;
-        let checkpoint_err =
-            |message: String| Error::Checkpoint { path: weights.to_path_buf(), message };
-        let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(weights, &device)
-            .map_err(|e| checkpoint_err(format!("cannot read safetensors: {e}")))?;
-        for (name, shape) in arch.tensor_shapes()? {
-            match tensors.get(&name) {
-                None => {
-                    return Err(checkpoint_err(format!(
-                        "no tensor `{name}` {shape:?}: not {} weights",
-                        arch.name()
-                    )))
-                }
-                Some(t) if t.dims() != shape.as_slice() => {
-                    return Err(checkpoint_err(format!(
-                        "tensor `{name}` has shape {:?}, {} needs {shape:?}",
-                        t.dims(),
-                        arch.name()
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
+        let tensors = crate::checkpoint::load_weights(weights, arch, &device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = SeedRpn::new(&backbone, 9, vb)?;
         Self::new(arch, model, image, device)
@@ -125,25 +103,7 @@ impl RpnPipeline {
         let images =
             Tensor::from_slice(pixels, (n, h, w, 3), &Device::Cpu)?.to_device(&self.device)?;
         let out = self.model.forward_nhwc(&images)?;
-        let logits = out.logits.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
-        let deltas = out.deltas.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
-        let mut scratch = ProposalScratch::default();
-        logits
-            .iter()
-            .zip(&deltas)
-            .map(|(l, d)| {
-                let pairs: Vec<[f32; 2]> = l.iter().map(|v| [v[0], v[1]]).collect();
-                let deltas: Vec<[f32; 4]> = d.iter().map(|v| [v[0], v[1], v[2], v[3]]).collect();
-                Ok(generate_proposals_with(
-                    &self.proposals,
-                    &self.anchors,
-                    Objectness::SoftmaxPairs(&pairs),
-                    &deltas,
-                    self.image,
-                    &mut scratch,
-                )?)
-            })
-            .collect()
+        proposals_per_image(&out.logits, &out.deltas, &self.proposals, &self.anchors, self.image)
     }
 
     /// Recall of the proposals on images `0..n` of `dataset` (in batches of `batch`); `progress`
@@ -179,4 +139,34 @@ impl RpnPipeline {
         }
         Ok(acc.report())
     }
+}
+
+/// Runs the proposal layer on each image of Keras-layout head outputs: `logits` `[B, N, 2]`
+/// (background, foreground; scored by softmax) and `deltas` `[B, N, 4]`, rows in anchor order.
+pub(crate) fn proposals_per_image(
+    logits: &Tensor,
+    deltas: &Tensor,
+    config: &ProposalConfig,
+    anchors: &Anchors,
+    image: ImageSize,
+) -> Result<Vec<Proposals>, Error> {
+    let logits = logits.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
+    let deltas = deltas.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
+    let mut scratch = ProposalScratch::default();
+    logits
+        .iter()
+        .zip(&deltas)
+        .map(|(l, d)| {
+            let pairs: Vec<[f32; 2]> = l.iter().map(|v| [v[0], v[1]]).collect();
+            let deltas: Vec<[f32; 4]> = d.iter().map(|v| [v[0], v[1], v[2], v[3]]).collect();
+            Ok(generate_proposals_with(
+                config,
+                anchors,
+                Objectness::SoftmaxPairs(&pairs),
+                &deltas,
+                image,
+                &mut scratch,
+            )?)
+        })
+        .collect()
 }

@@ -6,7 +6,6 @@
 //! without weights ([`BoxCoder::torchvision_rpn`]); objectness is the head's sigmoid. Images go
 //! through Keras' `vgg16.preprocess_input` (caffe mode: BGR, minus the ImageNet means, 0–255).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -15,6 +14,7 @@ use rpn_anchors::{AnchorConfig, BoxCoder, ImageSize};
 use rpn_model::{Arch, Seed002Head, Vgg16};
 use rpn_proposals::{generate_proposals, Clip, Objectness, ProposalConfig, Proposals};
 
+use crate::checkpoint::load_weights;
 use crate::Error;
 
 /// Keras `preprocess_input` (caffe): BGR means subtracted from 0–255 values.
@@ -33,41 +33,12 @@ pub struct Seed002Pipeline {
     device: Device,
 }
 
-fn load_checked(
-    path: &Path,
-    arch: Arch,
-    device: &Device,
-) -> Result<HashMap<String, Tensor>, Error> {
-    let err = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
-    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(path, device)
-        .map_err(|e| err(format!("cannot read safetensors: {e}")))?;
-    for (name, shape) in arch.tensor_shapes()? {
-        match tensors.get(&name) {
-            None => {
-                return Err(err(format!(
-                    "no tensor `{name}` {shape:?}: not {} weights",
-                    arch.name()
-                )))
-            }
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(err(format!(
-                    "tensor `{name}` has shape {:?}, {} needs {shape:?}",
-                    t.dims(),
-                    arch.name()
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(tensors)
-}
-
 impl Seed002Pipeline {
     /// Loads the head (`rpn port-keras --arch seed002`) and the VGG16 body
     /// (`rpn port-keras vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 --arch vgg16`).
     pub fn load(head: &Path, backbone: &Path, device: Device) -> Result<Self, Error> {
-        let head_tensors = load_checked(head, Arch::Seed002, &device)?;
-        let vgg_tensors = load_checked(backbone, Arch::Vgg16, &device)?;
+        let head_tensors = load_weights(head, Arch::Seed002, &device)?;
+        let vgg_tensors = load_weights(backbone, Arch::Vgg16, &device)?;
         Ok(Self {
             backbone: Vgg16::new(VarBuilder::from_tensors(vgg_tensors, DType::F32, &device))?,
             head: Seed002Head::new(
