@@ -215,6 +215,24 @@ fn train_resume_eval_and_propose_from_the_command_line() {
     .unwrap();
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["images"], 4);
+    let w = weights.to_str().unwrap();
+    let err = rpn(&["eval", "--weights", w, "--images", "2", "--nms-iou", "1.5"]).unwrap_err();
+    assert!(err.to_string().contains("--nms-iou 1.5 must be in (0, 1]"), "{err}");
+    let looser = rpn(&[
+        "eval",
+        "--weights",
+        w,
+        "--images",
+        "4",
+        "--seed",
+        "9",
+        "--nms-iou",
+        "0.5",
+        "--json",
+    ])
+    .unwrap();
+    let looser: serde_json::Value = serde_json::from_str(&looser).unwrap();
+    assert_eq!(looser["gt_boxes"], report["gt_boxes"], "same images, another NMS threshold");
     assert!(report["gt_boxes"].as_u64().unwrap() >= 4, "every shapes image has a shape");
 
     // A 96×80 PNG: the network runs at 96×80 (seed 001's stride 2 divides both).

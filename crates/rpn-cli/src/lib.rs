@@ -153,6 +153,11 @@ enum Command {
         /// Side of the (square) images.
         #[arg(long, default_value_t = 64)]
         image_size: usize,
+        /// IoU threshold of the proposal layer's NMS (Matterport's RPN_NMS_THRESHOLD, 0.7). Lower
+        /// values spread the top 100 over more objects (0.5: recall@0.5 0.84 → 0.95 after 300
+        /// steps of seed 001) at the cost of recall at IoU 0.7.
+        #[arg(long, default_value_t = 0.7)]
+        nms_iou: f32,
         /// Print one JSON object (keys recall_iou0.5_top100, recall_iou0.7_top100, ar_top100, …).
         #[arg(long)]
         json: bool,
@@ -307,9 +312,24 @@ where
             let outcome = train::train(&args)?;
             Ok(train::train_report(&args, &outcome))
         }
-        Command::Eval { arch, weights, dataset, images, seed, image_size, json, device: d } => {
+        Command::Eval {
+            arch,
+            weights,
+            dataset,
+            images,
+            seed,
+            image_size,
+            nms_iou,
+            json,
+            device: d,
+        } => {
+            if !(nms_iou > 0.0 && nms_iou <= 1.0) {
+                return Err(CliError::Usage(format!("--nms-iou {nms_iou} must be in (0, 1]")));
+            }
             let data = train::dataset(&dataset, train::Split::HeldOut, seed, image_size)?;
-            let pipeline = rpn::RpnPipeline::load(arch, &weights, data.image_size(), device(d)?)?;
+            let mut pipeline =
+                rpn::RpnPipeline::load(arch, &weights, data.image_size(), device(d)?)?;
+            pipeline.proposals.nms_iou = nms_iou;
             let report = train::evaluate(&pipeline, data.as_ref(), images, 20)?;
             if json {
                 serde_json::to_string(&report).map_err(|e| CliError::Usage(e.to_string()))
