@@ -205,14 +205,13 @@ fn cli_forward_and_propose_reproduce_matterport() {
         i,
         "--format",
         "matterport",
-        "--top",
-        "1000",
         "-o",
         props.to_str().unwrap(),
     ])
     .unwrap();
     assert!(report.contains("128×128 molded"), "{report}");
     let npz: HashMap<String, Tensor> = Tensor::read_npz(&props).unwrap().into_iter().collect();
+    // Without --top, `--format matterport` keeps every row of the layer, padded like rpn_rois.
     assert_eq!(npz["proposals"].dims(), &[1, 1000, 4]);
     let ours = npz["proposals"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let theirs = f.rows4_of("rpn_rois");

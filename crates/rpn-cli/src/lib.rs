@@ -188,9 +188,10 @@ enum Command {
         /// Also draw the top proposals (at most 10) over the image; several images get _0, _1, ….
         #[arg(long)]
         draw: Option<PathBuf>,
-        /// Proposals kept per image (Matterport's layer keeps at most 1000, or 2000 in training).
-        #[arg(long, default_value_t = 100)]
-        top: usize,
+        /// Proposals kept per image (default 100; with `--format matterport`, all the layer's
+        /// rows, zero-padded to 1000 or 2000 like `rpn_rois`).
+        #[arg(long)]
+        top: Option<usize>,
         /// Seeds: run the network on SIDE×SIDE (default: the image's size rounded down to the
         /// stride). Matterport: IMAGE_MAX_DIM of the `square` resize (default 1024).
         #[arg(long)]

@@ -43,7 +43,8 @@ pub(crate) struct ProposeArgs {
     pub(crate) input: Option<PathBuf>,
     pub(crate) output: PathBuf,
     pub(crate) draw: Option<PathBuf>,
-    pub(crate) top: usize,
+    /// `None`: 100, or every row of the layer for `--format matterport`.
+    pub(crate) top: Option<usize>,
     pub(crate) image_size: Option<usize>,
     pub(crate) format: Format,
     pub(crate) preset: Preset,
@@ -90,10 +91,14 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
     path.with_file_name(format!("{stem}_{i}.{ext}"))
 }
 
+/// Proposals listed per image unless `--top` says otherwise.
+const DEFAULT_TOP: usize = 100;
+
 pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliError> {
     if args.arch.matterport_config().is_some() {
         return propose_matterport(args, device);
     }
+    let top = args.top.unwrap_or(DEFAULT_TOP);
     if args.input.is_some() {
         return Err(CliError::Usage(
             "--input (a molded tensor) is for Matterport architectures; give --image".into(),
@@ -147,7 +152,7 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
         let in_original: Vec<Proposal> = proposals
             .items
             .iter()
-            .take(args.top)
+            .take(top)
             .map(|p| Proposal {
                 bbox: Bbox::new(p.bbox.x1 * sx, p.bbox.y1 * sy, p.bbox.x2 * sx, p.bbox.y2 * sy),
                 ..*p
@@ -166,7 +171,7 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
         }));
         if let Some(draw_path) = &args.draw {
             let path = numbered(draw_path, i, args.images.len());
-            draw::draw_boxes(&decoded.to_rgb8(), &[], &in_original, args.top.min(10), &path)?;
+            draw::draw_boxes(&decoded.to_rgb8(), &[], &in_original, top.min(10), &path)?;
             drawn.push(path.display().to_string());
         }
     }
@@ -181,7 +186,7 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
         .map_err(|e| CliError::Usage(format!("{}: {e}", args.output.display())))?;
     let mut report = format!(
         "wrote up to {} proposals per image for {} image(s) to {}",
-        args.top,
+        top,
         args.images.len(),
         args.output.display()
     );
@@ -218,17 +223,27 @@ fn propose_matterport(args: &ProposeArgs, device: Device) -> Result<String, CliE
         Preset::MatterportInference => ProposalConfig::matterport_inference(),
         Preset::MatterportTraining => ProposalConfig::matterport_training(),
     };
+    let top = match (args.top, args.format) {
+        (Some(top), _) => top,
+        (None, Format::Matterport) => layer.pad_to.unwrap_or(layer.post_nms_top_k),
+        (None, Format::Pixels) => DEFAULT_TOP,
+    };
     let mut results = Vec::new();
     let mut image_size = None;
+    // Every molded image has the same size: the weights are read once.
+    let mut pipeline: Option<MatterportPipeline> = None;
     let mut run = |molded: &Tensor| -> Result<Vec<rpn_proposals::Proposals>, CliError> {
         let (_, h, w, _) = molded.dims4().map_err(|e| CliError::Usage(format!("input: {e}")))?;
         let size =
             ImageSize::new(h as u32, w as u32).map_err(|e| CliError::Usage(e.to_string()))?;
         image_size = Some(size);
-        let mut pipeline =
-            MatterportPipeline::load(args.arch, &args.weights, size, device.clone())?;
-        pipeline.proposals = layer;
-        Ok(pipeline.run(molded)?.proposals)
+        let mut loaded = match pipeline.take() {
+            Some(p) if p.image == size => p,
+            Some(p) => MatterportPipeline::new(p.model, size, device.clone())?,
+            None => MatterportPipeline::load(args.arch, &args.weights, size, device.clone())?,
+        };
+        loaded.proposals = layer;
+        Ok(pipeline.insert(loaded).run(molded)?.proposals)
     };
     if let Some(input) = &args.input {
         let x = Tensor::read_npy(input)
@@ -282,7 +297,7 @@ fn propose_matterport(args: &ProposeArgs, device: Device) -> Result<String, CliE
     let rows = |r: &MatterportResult| -> Vec<([f32; 4], f32, usize)> {
         r.proposals
             .iter()
-            .take(args.top)
+            .take(top)
             .map(|p| {
                 let coords = match args.format {
                     Format::Pixels => to_pixels(r, p).to_xyxy(),
@@ -294,11 +309,8 @@ fn propose_matterport(args: &ProposeArgs, device: Device) -> Result<String, CliE
     };
     if ext == "npz" {
         // Matterport's `rpn_rois`: a fixed number of rows per image, zero rows after the last.
-        let n = results
-            .iter()
-            .map(|r| r.padded_len.max(r.proposals.len()).min(args.top))
-            .max()
-            .unwrap_or(0);
+        let n =
+            results.iter().map(|r| r.padded_len.max(r.proposals.len()).min(top)).max().unwrap_or(0);
         let (mut boxes, mut scores) = (Vec::new(), Vec::new());
         for r in &results {
             let rows = rows(r);
@@ -358,17 +370,17 @@ fn propose_matterport(args: &ProposeArgs, device: Device) -> Result<String, CliE
             let in_original: Vec<Proposal> = r
                 .proposals
                 .iter()
-                .take(args.top)
+                .take(top)
                 .map(|p| Proposal { bbox: to_pixels(r, p), ..*p })
                 .collect();
             let path = numbered(draw_path, i, results.len());
-            draw::draw_boxes(&decoded.to_rgb8(), &[], &in_original, args.top.min(10), &path)?;
+            draw::draw_boxes(&decoded.to_rgb8(), &[], &in_original, top.min(10), &path)?;
             drawn.push(path.display().to_string());
         }
     }
     let mut report = format!(
         "wrote up to {} proposals per image for {} image(s) ({}×{} molded) to {}",
-        args.top,
+        top,
         results.len(),
         size.height,
         size.width,
