@@ -12,8 +12,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rpn::MatterportPipeline;
 use rpn_anchors::{Bbox, ImageSize};
@@ -61,14 +60,7 @@ fn benches(c: &mut Criterion) {
     };
     let io = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
     let config = MatterportConfig::resnet50();
-    let varmap = VarMap::new();
-    let model =
-        MatterportRpn::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))
-            .unwrap();
-    let (convs, bns) = MatterportRpn::keras_layer_names(&config);
-    hashed::set_weights(&varmap, &convs, &bns);
-    drop(model);
-    // As a user runs it: weights loaded as plain tensors, not trainable variables.
+    let varmap = hashed::matterport_resnet50();
     let model = MatterportRpn::new(&config, hashed::frozen(&varmap)).unwrap();
     let side = SIDE as u32;
     let pipeline =

@@ -180,6 +180,19 @@ pub mod hashed {
         Tensor::from_vec(v, shape, &Device::Cpu).expect("length matches shape")
     }
 
+    /// Matterport's ResNet-50-FPN RPN as variables, hashed by layer name exactly as
+    /// `tests/fixtures/matterport_graph.py`'s `hashed_resnet50_rpn` sets Keras' weights.
+    pub fn matterport_resnet50() -> VarMap {
+        use rpn_model::{MatterportConfig, MatterportRpn};
+        let config = MatterportConfig::resnet50();
+        let varmap = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+        MatterportRpn::new(&config, vb).expect("Matterport's ResNet-50 builds");
+        let (convs, bns) = MatterportRpn::keras_layer_names(&config);
+        set_weights(&varmap, &convs, &bns);
+        varmap
+    }
+
     /// The variables of `varmap` as plain tensors (no gradient tracking), for building the same
     /// model for inference as a user's loaded weights would (candle's convolution path).
     pub fn frozen(varmap: &VarMap) -> candle_nn::VarBuilder<'static> {

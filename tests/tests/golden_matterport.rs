@@ -35,14 +35,8 @@ fn assert_scaled(what: &str, ours: &Tensor, theirs: &Array<f32>, rel: f32) {
 }
 
 fn hashed_resnet50() -> MatterportRpn {
-    let config = MatterportConfig::resnet50();
-    let varmap = VarMap::new();
-    let model =
-        MatterportRpn::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))
-            .unwrap();
-    let (convs, bns) = MatterportRpn::keras_layer_names(&config);
-    hashed::set_weights(&varmap, &convs, &bns);
-    model
+    let varmap = hashed::matterport_resnet50();
+    MatterportRpn::new(&MatterportConfig::resnet50(), hashed::frozen(&varmap)).unwrap()
 }
 
 #[test]
@@ -163,12 +157,7 @@ fn a_matterport_h5_ports_by_name_and_skips_the_heads() {
 #[test]
 fn cli_forward_and_propose_reproduce_matterport() {
     let dir = rpn_tests::scratch_dir("matterport-cli");
-    let config = MatterportConfig::resnet50();
-    let varmap = VarMap::new();
-    MatterportRpn::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))
-        .unwrap();
-    let (convs, bns) = MatterportRpn::keras_layer_names(&config);
-    hashed::set_weights(&varmap, &convs, &bns);
+    let varmap = hashed::matterport_resnet50();
     let weights = dir.join("r50.safetensors");
     varmap.save(&weights).unwrap();
     let f = Fixture::load("matterport.safetensors");
