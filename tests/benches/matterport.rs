@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use rpn::MatterportPipeline;
-use rpn_anchors::{Bbox, ImageSize};
-use rpn_model::{Arch, MatterportConfig, MatterportRpn};
+use rpn::{Proposer, ProposerOptions};
+use rpn_anchors::Bbox;
+use rpn_model::{MatterportConfig, MatterportRpn, Model};
 use rpn_tests::hashed;
 
 const SIDE: usize = 1024;
@@ -32,7 +32,7 @@ fn io_path() -> PathBuf {
 /// from its name (`conv1` stride 2, `res{s}…` stride 2^s, `fpn_…{l}` stride 2^l, the RPN head on
 /// all five levels).
 fn conv_flops(config: &MatterportConfig) -> f64 {
-    let shapes = Arch::MatterportResNet50.tensor_shapes().unwrap();
+    let shapes = rpn_tests::network("matterport-resnet50").tensor_shapes().unwrap();
     let (convs, _) = MatterportRpn::keras_layer_names(config);
     let area = |stride: usize| ((SIDE / stride) * (SIDE / stride)) as f64;
     convs
@@ -62,15 +62,14 @@ fn benches(c: &mut Criterion) {
     let config = MatterportConfig::resnet50();
     let varmap = hashed::matterport_resnet50();
     let model = MatterportRpn::new(&config, hashed::frozen(&varmap)).unwrap();
-    let side = SIDE as u32;
-    let pipeline =
-        MatterportPipeline::new(model, ImageSize::new(side, side).unwrap(), Device::Cpu).unwrap();
     let image = io["image"].clone();
+    let outputs = model.forward_nhwc(&image).unwrap();
+    let arch = "matterport-resnet50".parse().unwrap();
+    let proposer =
+        Proposer::from_model(&arch, Model::Matterport(model), None, ProposerOptions::default())
+            .unwrap();
 
-    let run = pipeline.run(&image).unwrap();
-    for (name, ours) in
-        [("rpn_class_logits", &run.outputs.logits), ("rpn_bbox", &run.outputs.deltas)]
-    {
+    for (name, ours) in [("rpn_class_logits", &outputs.logits), ("rpn_bbox", &outputs.deltas)] {
         let theirs = io[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -85,7 +84,8 @@ fn benches(c: &mut Criterion) {
         .chunks_exact(4)
         .map(|t| Bbox::from_yxyx([t[0], t[1], t[2], t[3]]))
         .collect();
-    let ours: Vec<Bbox> = run.proposals[0].items.iter().map(|p| p.bbox).collect();
+    let run = proposer.propose_molded(&image).unwrap();
+    let ours: Vec<Bbox> = run[0].rois.iter().map(|b| Bbox::from_yxyx(b.to_yxyx())).collect();
     let in_order = ours.iter().zip(&theirs).filter(|(a, b)| a.iou(b) >= 0.99).count();
     // 261,888 anchors with near-tied scores: a swap of two neighbours shifts every later row of
     // an index-by-index comparison, so the set is what must agree; the order is reported.
@@ -98,7 +98,7 @@ fn benches(c: &mut Criterion) {
 
     let flops = conv_flops(&config);
     let start = std::time::Instant::now();
-    let _ = pipeline.run(&image).unwrap();
+    let _ = proposer.propose_molded(&image).unwrap();
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "convolutions: {:.1} GFLOP per image; one run {:.0} ms = {:.1} GFLOP/s",
@@ -110,7 +110,7 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("matterport");
     g.sample_size(10);
     g.bench_function("resnet50_fpn_rpn_proposals_1024", |b| {
-        b.iter(|| pipeline.run(&image).unwrap())
+        b.iter(|| proposer.propose_molded(&image).unwrap())
     });
     g.finish();
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
-use rpn_model::{Arch, Model};
+use rpn_model::Model;
 use rpn_tests::hashed;
 
 fn io_path() -> PathBuf {
@@ -25,7 +25,7 @@ fn io_path() -> PathBuf {
 
 fn benches(c: &mut Criterion) {
     let varmap = VarMap::new();
-    let arch = Arch::Seed000;
+    let arch = rpn_tests::network("seed000");
     // Built once to create the variables, which the hash then fills.
     arch.build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
     let layout = arch.keras_layout();

@@ -17,7 +17,7 @@ use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rpn::{SgdMomentum, TrainConfig};
 use rpn_loss::matterport_losses;
-use rpn_model::{Arch, Model, SeedRpn};
+use rpn_model::{Model, SeedRpn};
 use rpn_tests::hashed;
 
 fn io_path() -> PathBuf {
@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
     };
     let io = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
     let varmap = VarMap::new();
-    let arch = Arch::Seed001;
+    let arch = rpn_tests::network("seed001");
     let Model::SeedRpn(model) =
         arch.build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap()
     else {
@@ -75,7 +75,7 @@ fn benches(c: &mut Criterion) {
         model,
         optimizer: SgdMomentum::new(trainable, TrainConfig::default()).unwrap(),
         images: io["images"].clone(),
-        rpn_match: io["rpn_match"].clone(),
+        rpn_match: io["rpn_match"].to_dtype(candle_core::DType::I64).unwrap(),
         rpn_bbox: io["rpn_bbox"].clone(),
     };
     let keras: Vec<Vec<f32>> = io["keras_losses"].to_vec2().unwrap();

@@ -241,3 +241,8 @@ pub mod hashed {
         }
     }
 }
+
+/// The network of a registered architecture (`seed001`, `matterport-resnet50`, …).
+pub fn network(name: &str) -> rpn_model::Network {
+    name.parse::<rpn::Architecture>().expect("a registered architecture").network
+}

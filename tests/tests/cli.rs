@@ -285,7 +285,7 @@ fn train_resume_eval_and_propose_from_the_command_line() {
 fn seed002_proposes_on_images_with_a_vgg16_backbone() {
     use candle_nn::{VarBuilder, VarMap};
     let dir = scratch_dir("seed002");
-    let save = |arch: rpn_model::Arch, name: &str| {
+    let save = |arch: rpn_model::Network, name: &str| {
         let varmap = VarMap::new();
         arch.build(VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu))
             .unwrap();
@@ -293,8 +293,8 @@ fn seed002_proposes_on_images_with_a_vgg16_backbone() {
         varmap.save(&path).unwrap();
         path
     };
-    let head = save(rpn_model::Arch::Seed002, "head.safetensors");
-    let vgg = save(rpn_model::Arch::Vgg16, "vgg16.safetensors");
+    let head = save(rpn_tests::network("seed002"), "head.safetensors");
+    let vgg = save(rpn_tests::network("vgg16"), "vgg16.safetensors");
     let png = dir.join("photo.png");
     image::RgbImage::from_fn(100, 70, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 60]))
         .save(&png)
@@ -354,4 +354,125 @@ fn seed002_proposes_on_images_with_a_vgg16_backbone() {
         let s = p["score"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&s), "sigmoid score {s}");
     }
+}
+
+/// `rpn propose` for every architecture through one code path (`rpn::Proposer`) and one JSON
+/// schema, on a 12-megapixel JPEG: each architecture's size policy shrinks it (seeds: the trained
+/// 64×64; seed 002: longest side bounded; Matterport: IMAGE_MAX_DIM), boxes come back in the
+/// photo's pixels, and an input over the memory budget is refused before anything is written.
+/// Weights are random (`VarMap` init, or the hashed Matterport ResNet-50): only the plumbing is
+/// checked here; parity is the golden tests'.
+#[test]
+fn every_architecture_proposes_on_a_12_megapixel_photo_with_one_schema() {
+    use candle_nn::{VarBuilder, VarMap};
+    let dir = scratch_dir("propose-12mp");
+    let save = |name: &str| {
+        let varmap = VarMap::new();
+        rpn_tests::network(name)
+            .build(VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu))
+            .unwrap();
+        let path = dir.join(format!("{name}.safetensors"));
+        varmap.save(&path).unwrap();
+        path
+    };
+    let photo = dir.join("photo.jpg");
+    image::RgbImage::from_fn(4000, 3000, |x, y| {
+        image::Rgb([(x / 16) as u8, (y / 12) as u8, ((x + y) / 28) as u8])
+    })
+    .save(&photo)
+    .unwrap();
+    let matterport = dir.join("matterport-resnet50.safetensors");
+    rpn_tests::hashed::matterport_resnet50().save(&matterport).unwrap();
+    let (seed001, seed002, vgg16) = (save("seed001"), save("seed002"), save("vgg16"));
+
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let cases: Vec<(&str, Vec<String>, [u64; 2])> = vec![
+        ("seed001", vec!["--weights".into(), s(&seed001)], [64, 64]),
+        (
+            "seed002",
+            vec![
+                "--weights".into(),
+                s(&seed002),
+                "--backbone-weights".into(),
+                s(&vgg16),
+                "--image-size".into(),
+                "160".into(),
+            ],
+            [112, 160],
+        ),
+        (
+            "matterport-resnet50",
+            vec!["--weights".into(), s(&matterport), "--image-size".into(), "128".into()],
+            [128, 128],
+        ),
+    ];
+    for (arch, extra, input_size) in cases {
+        let out = dir.join(format!("{arch}.json"));
+        let mut args = vec!["propose", "--arch", arch, "--image"];
+        let (photo_s, out_s) = (s(&photo), s(&out));
+        args.push(&photo_s);
+        args.extend(extra.iter().map(String::as_str));
+        args.extend(["--top", "20", "-o", &out_s]);
+        let report = rpn(&args).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert!(report.contains("1 image(s)"), "{arch}: {report}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(json["box_format"], "x1,y1,x2,y2 in original-image pixels", "{arch}");
+        let entry = &json["images"][0];
+        assert_eq!(entry["file"], s(&photo).as_str(), "{arch}");
+        assert_eq!((entry["width"].as_u64(), entry["height"].as_u64()), (Some(4000), Some(3000)));
+        assert_eq!(entry["input_size"], serde_json::json!(input_size), "{arch}");
+        let proposals = entry["proposals"].as_array().unwrap();
+        assert!(!proposals.is_empty() && proposals.len() <= 20, "{arch}: {}", proposals.len());
+        for p in proposals {
+            let b: Vec<f64> =
+                p["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert!(
+                b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 4000.0 && b[3] <= 3000.0 && b[0] <= b[2],
+                "{arch}: {b:?} is not inside the photo"
+            );
+            assert!((0.0..=1.0).contains(&p["score"].as_f64().unwrap()), "{arch}");
+            assert!(p["level"].is_u64(), "{arch}");
+        }
+        if arch.starts_with("matterport") {
+            assert!(entry["window"].is_array() && entry["scale"].is_f64(), "Matterport extras");
+        }
+    }
+
+    // Over the budget: refused up front, nothing written.
+    let out = dir.join("refused.json");
+    let err = rpn(&[
+        "propose",
+        "--arch",
+        "matterport-resnet50",
+        "--weights",
+        &s(&matterport),
+        "--image",
+        &s(&photo),
+        "--memory-budget",
+        "64M",
+        "-o",
+        &s(&out),
+    ])
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("memory budget") && message.contains("1024×1024"), "{message}");
+    assert!(!out.exists(), "nothing is written when the input is refused");
+
+    // Flags that only mean something for Matterport are refused for the others.
+    let err = rpn(&[
+        "propose",
+        "--arch",
+        "seed001",
+        "--weights",
+        &s(&seed001),
+        "--image",
+        &s(&photo),
+        "--format",
+        "matterport",
+        "-o",
+        &s(&out),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("--format is for the Matterport"), "{err}");
 }

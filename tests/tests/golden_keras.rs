@@ -15,7 +15,7 @@ use candle_nn::{VarBuilder, VarMap};
 use rpn_keras::{
     port, read_keras_file, write_safetensors, KerasFileKind, PortError, PortOptions, PortedWeights,
 };
-use rpn_model::{Arch, Seed002Head};
+use rpn_model::Seed002Head;
 use rpn_tests::hashed::tensor as hashed;
 use rpn_tests::{fixtures_dir, Fixture};
 
@@ -53,7 +53,7 @@ fn assert_parity(what: &str, ours: &Tensor, keras: &[f32]) {
 fn seed001_keras2_weights_port_and_run_like_keras() {
     let path = keras_file("seed001.h5");
     assert_eq!(read_keras_file(&path).unwrap().0, KerasFileKind::Keras2Weights);
-    let arch = Arch::Seed001;
+    let arch = rpn_tests::network("seed001");
     let weights =
         port(&path, &arch.keras_layout(), &arch.tensor_shapes().unwrap(), &PortOptions::default())
             .unwrap();
@@ -68,7 +68,7 @@ fn seed001_keras2_weights_port_and_run_like_keras() {
 
 #[test]
 fn seed002_full_model_and_keras3_files_port_to_the_same_weights() {
-    let layout = Arch::Seed002.keras_layout();
+    let layout = rpn_tests::network("seed002").keras_layout();
     let shapes = shapes_of_seed002_in64();
     let expected = Fixture::load("keras/expected.safetensors");
     let mut ported = Vec::new();
@@ -99,7 +99,7 @@ fn seed002_full_model_and_keras3_files_port_to_the_same_weights() {
 
 #[test]
 fn written_safetensors_round_trip_and_leave_no_temporary_file() {
-    let arch = Arch::Seed001;
+    let arch = rpn_tests::network("seed001");
     let weights = port(
         &keras_file("seed001.h5"),
         &arch.keras_layout(),
@@ -126,8 +126,8 @@ fn errors_name_the_tensor_and_both_shapes() {
     // Seed 002's layers on 64 channels against the 512-channel seed 002.
     let err = port(
         &keras_file("seed002_in64_model.h5"),
-        &Arch::Seed002.keras_layout(),
-        &Arch::Seed002.tensor_shapes().unwrap(),
+        &rpn_tests::network("seed002").keras_layout(),
+        &rpn_tests::network("seed002").tensor_shapes().unwrap(),
         &PortOptions::default(),
     )
     .unwrap_err();
@@ -137,8 +137,8 @@ fn errors_name_the_tensor_and_both_shapes() {
     // A seed 001 checkpoint ported as seed 000: counts differ, and tensors are missing.
     let err = port(
         &keras_file("seed001.h5"),
-        &Arch::Seed000.keras_layout(),
-        &Arch::Seed000.tensor_shapes().unwrap(),
+        &rpn_tests::network("seed000").keras_layout(),
+        &rpn_tests::network("seed000").tensor_shapes().unwrap(),
         &PortOptions::default(),
     )
     .unwrap_err();
@@ -153,7 +153,7 @@ fn errors_name_the_tensor_and_both_shapes() {
     let options = PortOptions { exclude: vec!["classification".into()] };
     let err = port(
         &keras_file("seed002_in64_model.h5"),
-        &Arch::Seed002.keras_layout(),
+        &rpn_tests::network("seed002").keras_layout(),
         &shapes_of_seed002_in64(),
         &options,
     )
@@ -169,8 +169,8 @@ fn errors_name_the_tensor_and_both_shapes() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
     let err = port(
         &truncated,
-        &Arch::Seed001.keras_layout(),
-        &Arch::Seed001.tensor_shapes().unwrap(),
+        &rpn_tests::network("seed001").keras_layout(),
+        &rpn_tests::network("seed001").tensor_shapes().unwrap(),
         &PortOptions::default(),
     )
     .unwrap_err();

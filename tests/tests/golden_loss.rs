@@ -20,6 +20,11 @@ fn int_tensor(f: &Fixture, key: &str) -> Tensor {
     Tensor::from_vec(a.data, a.shape.as_slice(), &Device::Cpu).unwrap()
 }
 
+/// torchvision's labels are floats (1, 0, −1); our losses take them as integers.
+fn label_tensor(f: &Fixture, key: &str) -> Tensor {
+    tensor(f, key).to_dtype(DType::I64).unwrap()
+}
+
 fn scalar(t: &Tensor) -> f32 {
     t.to_dtype(DType::F32).unwrap().to_vec0::<f32>().unwrap()
 }
@@ -113,7 +118,7 @@ fn torchvision_losses_and_gradients_equal_compute_loss() {
     let logits = Var::from_tensor(&tensor(&f, "tv/logits")).unwrap();
     let deltas = Var::from_tensor(&tensor(&f, "tv/deltas")).unwrap();
     let l = sigmoid_losses(
-        &tensor(&f, "tv/labels"),
+        &label_tensor(&f, "tv/labels"),
         &logits,
         &deltas,
         &tensor(&f, "tv/target_deltas"),
@@ -158,7 +163,7 @@ fn torchvision_losses_and_gradients_equal_compute_loss() {
 fn detectron2_normalisation_relates_to_torchvision() {
     let f = Fixture::load("loss.safetensors");
     let (labels, logits, deltas, targets) = (
-        tensor(&f, "tv/labels"),
+        label_tensor(&f, "tv/labels"),
         tensor(&f, "tv/logits"),
         tensor(&f, "tv/deltas"),
         tensor(&f, "tv/target_deltas"),
@@ -236,7 +241,7 @@ fn gradients_match_finite_differences() {
     let probs = f64t(tensor(&f, "seed002/probs")).clamp(0.01, 0.99).unwrap();
     check("seed002 probs", &probs, &|x| seed002_losses(x, &t, &loc, &lt).unwrap());
     let (labels, tv_logits, tv_deltas, tv_t) = (
-        tensor(&f, "tv/labels"),
+        label_tensor(&f, "tv/labels"),
         f64t(tensor(&f, "tv/logits")),
         f64t(tensor(&f, "tv/deltas")),
         f64t(tensor(&f, "tv/target_deltas")),
@@ -256,9 +261,13 @@ fn gradients_match_finite_differences() {
 #[test]
 fn shape_errors_name_the_shapes() {
     let logits = Tensor::zeros((2, 10, 2), DType::F32, &Device::Cpu).unwrap();
-    let m = Tensor::zeros((2, 9), DType::F32, &Device::Cpu).unwrap();
+    let m = Tensor::zeros((2, 9), DType::I64, &Device::Cpu).unwrap();
     let d = Tensor::zeros((2, 10, 4), DType::F32, &Device::Cpu).unwrap();
     let t = Tensor::zeros((2, 5, 4), DType::F32, &Device::Cpu).unwrap();
     let err = matterport_losses(&m, &logits, &t, &d).unwrap_err();
     assert!(err.to_string().contains("rpn_match must have shape [2, 10], got [2, 9]"), "{err}");
+    // Labels are compared exactly: a float tensor is refused, not rounded.
+    let float = Tensor::zeros((2, 10), DType::F32, &Device::Cpu).unwrap();
+    let err = matterport_losses(&float, &logits, &t, &d).unwrap_err();
+    assert!(err.to_string().contains("rpn_match must be an integer tensor"), "{err}");
 }

@@ -13,12 +13,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use rpn::MatterportPipeline;
+use rpn::{Proposer, ProposerOptions};
 use rpn_anchors::{Bbox, ImageSize};
 use rpn_keras::{port, PortOptions};
-use rpn_model::{
-    crop_and_resize, pyramid_roi_align, Arch, KerasLayout, MatterportConfig, MatterportRpn,
-};
+use rpn_model::{crop_and_resize, pyramid_roi_align, KerasLayout, MatterportConfig, MatterportRpn};
 use rpn_tests::{fixtures_dir, hashed, Array, Fixture};
 
 fn tensor(a: &Array<f32>) -> Tensor {
@@ -55,20 +53,30 @@ fn resnet50_fpn_rpn_and_proposal_layer_match_matterport() {
     assert_scaled("rpn_bbox", &out.deltas, &f.f32("rpn_bbox"), 1e-4);
 
     // Proposals: our layer on our outputs, against TF's ProposalLayer on Keras' outputs.
-    let pipeline =
-        MatterportPipeline::new(model, ImageSize::new(128, 128).unwrap(), Device::Cpu).unwrap();
-    let ours = pipeline.run(&image).unwrap().proposals.remove(0);
+    // Through the one proposal entry point, Matterport's tensor path (molded input).
+    let arch = "matterport-resnet50".parse().unwrap();
+    let proposer = Proposer::from_model(
+        &arch,
+        rpn_model::Model::Matterport(model),
+        None,
+        ProposerOptions::default(),
+    )
+    .unwrap();
+    let ours = proposer.propose_molded(&image).unwrap().remove(0);
+    assert_eq!(ours.input, ImageSize::new(128, 128).unwrap());
     let theirs: Vec<[f32; 4]> = f.rows4_of("rpn_rois");
     let real = theirs.iter().filter(|b| b.iter().any(|v| *v != 0.0)).count();
-    assert_eq!(ours.items.len(), real, "same number of proposals before the padding");
+    assert_eq!(ours.rois.len(), real, "same number of proposals before the padding");
     assert_eq!(ours.padded_len, 1000);
+    assert_eq!(ours.padded_rois().len(), theirs.len());
+    assert!(ours.levels.iter().all(|l| (2..=6).contains(l)), "levels are P2..P6");
     // Scores that differ by float rounding between TF's and our convolutions can swap ranks of
     // near-tied anchors (and NMS then keeps a near-identical neighbour): count rows that agree.
     let same = ours
-        .items
+        .rois
         .iter()
         .zip(&theirs)
-        .filter(|(p, t)| p.bbox.iou(&Bbox::from_yxyx(**t)) >= 0.99)
+        .filter(|(p, t)| Bbox::from_yxyx(p.to_yxyx()).iou(&Bbox::from_yxyx(**t)) >= 0.99)
         .count();
     assert!(same as f64 >= 0.99 * real as f64, "{same} of {real} proposals equal in order");
 }
@@ -98,7 +106,7 @@ fn pyramid_roi_align_and_crop_and_resize_match_tensorflow() {
 fn resnet101_has_keras_parameter_count() {
     let f = Fixture::load("matterport.safetensors");
     let keras = f.i64("params_resnet101").data[0] as usize;
-    let ours: usize = Arch::MatterportResNet101
+    let ours: usize = rpn_tests::network("matterport-resnet101")
         .tensor_shapes()
         .unwrap()
         .values()
@@ -144,7 +152,7 @@ fn a_matterport_h5_ports_by_name_and_skips_the_heads() {
 
     let err = port(
         &h5,
-        &Arch::MatterportResNet50.keras_layout(),
+        &rpn_tests::network("matterport-resnet50").keras_layout(),
         &expected,
         &PortOptions { exclude: vec!["mrcnn_*".into()] },
     );

@@ -38,7 +38,7 @@ fn labels_and_deltas_equal_matterport_build_rpn_targets() {
         let (config, anchors, image) = geometry(geo);
         let gt = f.boxes_yxyx(&format!("{case}/gt_yxyx"));
         let crowd = f.boxes_yxyx(&format!("{case}/crowd_yxyx"));
-        let matcher = Matcher::new(&anchors, MatcherConfig::default())
+        let matcher = Matcher::new(anchors.clone(), MatcherConfig::default())
             .unwrap()
             .with_f64_anchors(config.generate_f64(image).unwrap())
             .unwrap();
@@ -58,7 +58,7 @@ fn labels_and_deltas_equal_matterport_build_rpn_targets() {
         // Deltas of every positive, in anchor order (Matterport computes them in f64).
         let positives = m.num_positive();
         let t =
-            matterport_targets(&anchors.boxes, &gt, &m.labels, &BoxCoder::matterport(), positives)
+            matterport_targets(anchors.boxes(), &gt, &m.labels, &BoxCoder::matterport(), positives)
                 .unwrap();
         let expected = f.rows4(&format!("{case}/mp/rpn_bbox"));
         assert_eq!(expected.len(), positives, "{case}: positive count");
@@ -79,7 +79,7 @@ fn labels_and_matches_equal_torchvision_matcher() {
         let (_, anchors, image) = geometry(geo);
         let gt = f.boxes_yxyx(&format!("{case}/gt_yxyx"));
         // torchvision has no crowd rule: it sees the non-crowd GT only.
-        let m = Matcher::new(&anchors, MatcherConfig::default())
+        let m = Matcher::new(anchors.clone(), MatcherConfig::default())
             .unwrap()
             .match_anchors(&gt, &[], image)
             .unwrap();
@@ -120,17 +120,17 @@ fn f32_matching_differs_from_matterport_only_in_float_level_ties() {
     let (_, anchors, image) = geometry("mp1024");
     let gt = f.boxes_yxyx("mp1024_mixed/gt_yxyx");
     let crowd = f.boxes_yxyx("mp1024_mixed/crowd_yxyx");
-    let m = Matcher::new(&anchors, MatcherConfig::default())
+    let m = Matcher::new(anchors.clone(), MatcherConfig::default())
         .unwrap()
         .match_anchors(&gt, &crowd, image)
         .unwrap();
     let expected = f.i8("mp1024_mixed/mp/rpn_match").data;
     let best: Vec<f32> =
-        gt.iter().map(|g| anchors.boxes.iter().map(|a| a.iou(g)).fold(0.0, f32::max)).collect();
+        gt.iter().map(|g| anchors.boxes().iter().map(|a| a.iou(g)).fold(0.0, f32::max)).collect();
     let mut differ = 0;
     for (i, (ours, theirs)) in m.to_matterport().into_iter().zip(expected).enumerate() {
         if i64::from(ours) != i64::from(theirs) {
-            let a = anchors.boxes[i];
+            let a = anchors.boxes()[i];
             let near_tie = gt.iter().zip(&best).any(|(g, b)| (a.iou(g) - b).abs() <= 1e-5 * b);
             assert!(near_tie, "anchor {i} {a:?} differs ({ours} vs {theirs}) without a near-tie");
             assert!(ours == 1 || theirs == 1, "anchor {i}: a difference must be a forced positive");

@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use rpn::model::Arch;
 use rpn::{
     CocoDirectory, Dataset, Error, LrSchedule, ShapesDataset, ShapesSource, TrainConfig, Trainer,
 };
@@ -104,7 +103,8 @@ fn bad_hyper_parameters_are_rejected_by_name() {
         let err = Trainer::seed001(config).unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
-    let err = Trainer::new(Arch::Seed002, small(0), Box::new(ShapesSource::train(0))).unwrap_err();
+    let err =
+        Trainer::new(&arch("seed002"), small(0), Box::new(ShapesSource::train(0))).unwrap_err();
     assert!(err.to_string().contains("seed000 and seed001"), "{err}");
 }
 
@@ -152,9 +152,9 @@ fn a_coco_directory_loads_trains_and_evaluates() {
             assert!((a.x1 - b.x1).abs() < 1e-4 && (a.y2 - b.y2).abs() < 1e-4, "{a:?} vs {b:?}");
         }
     }
-    let mut trainer = Trainer::new(Arch::Seed001, small(0), Box::new(coco.clone())).unwrap();
+    let mut trainer = Trainer::new(&arch("seed001"), small(0), Box::new(coco.clone())).unwrap();
     assert!(trainer.step().unwrap().total().is_finite());
-    let report = trainer.pipeline().unwrap().evaluate(&coco, 100, 2, |_| {}).unwrap();
+    let report = trainer.proposer().unwrap().evaluate(&coco, 100, 2, |_| {}).unwrap();
     assert_eq!(report.images, 3, "a finite set is evaluated once");
     assert_eq!(report.gt_boxes, originals.iter().map(|s| s.boxes.len()).sum::<usize>());
     assert!((0.0..=1.0).contains(&report.ar_top100));
@@ -220,13 +220,18 @@ fn shapes_are_drawn_inside_their_boxes() {
 }
 
 #[test]
-fn a_pipeline_is_a_snapshot_of_the_weights() {
+fn a_proposer_is_a_snapshot_of_the_weights() {
     let mut trainer = Trainer::seed001(small(6)).unwrap();
     trainer.step().unwrap();
-    let pipeline = trainer.pipeline().unwrap();
+    let proposer = trainer.proposer().unwrap();
     let image = ShapesSource::held_out(6).get(0).unwrap();
-    let before = pipeline.propose(&image.pixels, 1).unwrap();
+    let propose = |p: &rpn::Proposer| p.propose_pixels(&image.pixels, 1, image.size).unwrap();
+    let before = propose(&proposer);
     trainer.step().unwrap();
-    assert_eq!(pipeline.propose(&image.pixels, 1).unwrap(), before, "training moved a snapshot");
-    assert_ne!(trainer.pipeline().unwrap().propose(&image.pixels, 1).unwrap(), before);
+    assert_eq!(propose(&proposer), before, "training moved a snapshot");
+    assert_ne!(propose(&trainer.proposer().unwrap()), before);
+}
+
+fn arch(name: &str) -> rpn::Architecture {
+    name.parse().unwrap()
 }

@@ -145,6 +145,10 @@ fn test_all() -> Result<(), String> {
         }),
     ));
     steps.push((
+        "xtask".into(),
+        Box::new(|| run(&mut cargo(&root, &["test", "--locked", "-p", "xtask"]))),
+    ));
+    steps.push((
         "tests package".into(),
         Box::new(|| run(&mut cargo(&root, &["test", "--locked", "-p", "rpn-tests"]))),
     ));

@@ -67,13 +67,13 @@ fn load_and_check() -> Option<Inputs> {
 
     let image = ImageSize::new(1024, 1024).expect("static size");
     let ours = AnchorConfig::matterport_fpn().generate(image).expect("preset");
-    check("matterport anchors", &flat(&ours.boxes), &flat(&yxyx(&t, "mp/anchors_yxyx")), 0.0, 0.0);
+    check("matterport anchors", &flat(ours.boxes()), &flat(&yxyx(&t, "mp/anchors_yxyx")), 0.0, 0.0);
     let tv = AnchorConfig::torchvision_fpn()
         .generate(ImageSize::new(800, 1344).expect("static size"))
         .expect("preset");
     let peer: Vec<Bbox> =
         rows(&t, "tv/anchors_800x1344_xyxy").into_iter().map(Bbox::from_xyxy).collect();
-    check("torchvision anchors", &flat(&tv.boxes), &flat(&peer), 0.0, 0.0);
+    check("torchvision anchors", &flat(tv.boxes()), &flat(&peer), 0.0, 0.0);
 
     for (name, coder, key_enc, key_dec, dec_yx) in [
         ("matterport", BoxCoder::matterport(), "mp/encoded", "mp/decoded_yxyx", true),
@@ -98,7 +98,8 @@ fn synthetic() -> Inputs {
     let anchors = AnchorConfig::matterport_fpn()
         .generate(ImageSize::new(1024, 1024).expect("static size"))
         .expect("preset")
-        .boxes;
+        .into_parts()
+        .0;
     let wobble = |i: usize, k: usize| (((i * 7 + k * 13) % 61) as f32 / 61.0 - 0.5) * 0.6;
     let targets = anchors
         .iter()

@@ -54,8 +54,8 @@ fn run(args: &[String]) -> Result<(), String> {
         "{:<6} {:>10} {:>9} {:>6} {:>9}  first anchor (x1, y1, x2, y2)",
         "level", "grid", "stride", "A", "anchors"
     );
-    for (l, level) in anchors.levels.iter().enumerate() {
-        let first = anchors.boxes[level.start];
+    for (l, level) in anchors.levels().iter().enumerate() {
+        let first = anchors.boxes()[level.start];
         println!(
             "{:<6} {:>10} {:>9} {:>6} {:>9}  ({:.3}, {:.3}, {:.3}, {:.3})",
             l,

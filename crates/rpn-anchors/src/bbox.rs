@@ -303,3 +303,53 @@ mod tests {
         assert_eq!(Bbox::from_xyxy(b.to_xyxy()), b);
     }
 }
+
+/// A box in Matterport's normalised in-graph coordinates: `(y1, x1, y2, x2)` in `[0, 1]` for a
+/// box inside the image, `(b − [0, 0, 1, 1]) / (h − 1, w − 1)` of its pixel box. Matterport's
+/// `rpn_rois` rows are this type; it is kept apart from [`Bbox`] (pixels) so that the two units
+/// never mix silently.
+///
+/// ```
+/// # use rpn_anchors::{Bbox, ImageSize, NormalizedBox};
+/// let image = ImageSize::new(1024, 1024)?;
+/// let pixels = Bbox::new(100.0, 50.0, 300.0, 250.0);
+/// let n = NormalizedBox::from_pixels(pixels, image);
+/// assert!((n.y1 - 50.0 / 1023.0).abs() < 1e-7);
+/// let back = n.to_pixels(image);
+/// assert!((back.x2 - 300.0).abs() < 1e-4 && (back.y1 - 50.0).abs() < 1e-4);
+/// # Ok::<(), rpn_anchors::AnchorError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NormalizedBox {
+    /// Top, normalised.
+    pub y1: f32,
+    /// Left, normalised.
+    pub x1: f32,
+    /// Bottom, normalised (inside the box: the pixel `y2 − 1`).
+    pub y2: f32,
+    /// Right, normalised (inside the box: the pixel `x2 − 1`).
+    pub x2: f32,
+}
+
+impl NormalizedBox {
+    /// From Matterport's row order `[y1, x1, y2, x2]`.
+    pub const fn from_yxyx([y1, x1, y2, x2]: [f32; 4]) -> Self {
+        Self { y1, x1, y2, x2 }
+    }
+
+    /// Matterport's row order `[y1, x1, y2, x2]`.
+    pub const fn to_yxyx(self) -> [f32; 4] {
+        [self.y1, self.x1, self.y2, self.x2]
+    }
+
+    /// The pixel box of an `image`-sized input ([`Bbox::from_matterport_normalized`]).
+    pub fn to_pixels(self, image: ImageSize) -> Bbox {
+        Bbox::from_matterport_normalized(self.to_yxyx(), image)
+    }
+
+    /// The normalised form of a pixel box ([`Bbox::to_matterport_normalized`]).
+    pub fn from_pixels(b: Bbox, image: ImageSize) -> Self {
+        Self::from_yxyx(b.to_matterport_normalized(image))
+    }
+}

@@ -23,6 +23,7 @@ pub const MATTERPORT_RPN_STD_DEV: [f32; 4] = [0.1, 0.1, 0.2, 0.2];
 /// Order of the four numbers of a delta, for code that must reorder or document them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum DeltaLayout {
     /// `(dy, dx, log dh, log dw)`: Matterport Mask R-CNN.
     DyDxDhDw,
@@ -55,6 +56,7 @@ pub enum DeltaLayout {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum BoxCoder {
     /// Matterport: `(dy, dx, log dh, log dw) / std_dev`, no clamp (its `apply_box_deltas_graph`).
     /// Decoding multiplies by `std_dev` first, then `y2 = y1 + h` as Matterport does.

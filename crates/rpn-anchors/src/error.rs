@@ -5,6 +5,7 @@
 /// Every variant names the offending field or buffer and carries the value, so a message such as
 /// ``anchor config: `levels[2].stride` must be a finite number > 0, got -8`` says what to fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AnchorError {
     /// A configuration value is out of its domain (non-positive stride, empty size list, NaN ratio…).
     #[error("anchor config: `{field}` {requirement}, got {value}")]

@@ -23,6 +23,7 @@ use crate::{AnchorError, Bbox, ImageSize};
 /// What an aspect ratio `r` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum RatioConvention {
     /// `r = w / h`: `w = s·√r`, `h = s/√r` (Matterport `utils.generate_anchors`; r = 0.5 is tall).
     WidthOverHeight,
@@ -33,6 +34,7 @@ pub enum RatioConvention {
 /// Order of the `sizes × ratios` anchors inside one cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum CellOrder {
     /// `a = i_ratio · n_sizes + i_size` (Matterport's meshgrid, torchvision, mmdet).
     RatioMajor,
@@ -43,6 +45,7 @@ pub enum CellOrder {
 /// How a level's stride (pixels between neighbouring cells) is obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum StrideRule {
     /// The level's configured [`PyramidLevel::stride`] on both axes (Matterport, detectron2, mmdet).
     Configured,
@@ -134,15 +137,84 @@ impl AnchorLevel {
 }
 
 /// An anchor pyramid: all boxes in level → y → x → anchor order, and per-level bookkeeping.
+///
+/// The fields are private so that the invariant every consumer relies on holds: the levels are
+/// contiguous, in order, start at 0 and cover exactly the boxes (level `l` owns
+/// `levels()[l].range()`). [`AnchorConfig::generate`] builds them; [`Anchors::new`] checks
+/// pyramids built by hand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Anchors {
-    /// All anchors, pixels.
-    pub boxes: Vec<Bbox>,
-    /// One entry per pyramid level, in order.
-    pub levels: Vec<AnchorLevel>,
+    boxes: Vec<Bbox>,
+    levels: Vec<AnchorLevel>,
 }
 
 impl Anchors {
+    /// Anchors built elsewhere, checked: `levels` must be non-empty and contiguous from 0, each
+    /// level's `start` the previous one's end, and together cover exactly `boxes`.
+    ///
+    /// ```
+    /// # use rpn_anchors::{AnchorLevel, Anchors, Bbox, FeatureShape};
+    /// let level = AnchorLevel {
+    ///     start: 0,
+    ///     shape: FeatureShape { height: 1, width: 2 },
+    ///     stride_y: 8,
+    ///     stride_x: 8,
+    ///     anchors_per_cell: 1,
+    /// };
+    /// let boxes = vec![Bbox::new(0.0, 0.0, 8.0, 8.0), Bbox::new(8.0, 0.0, 16.0, 8.0)];
+    /// assert!(Anchors::new(boxes.clone(), vec![level]).is_ok());
+    /// assert!(Anchors::new(boxes[..1].to_vec(), vec![level]).is_err()); // 1 box for 2 cells
+    /// ```
+    pub fn new(boxes: Vec<Bbox>, levels: Vec<AnchorLevel>) -> Result<Self, AnchorError> {
+        if levels.is_empty() {
+            return Err(AnchorError::config("levels", "must not be empty", &levels));
+        }
+        let mut end = 0usize;
+        for (l, level) in levels.iter().enumerate() {
+            if level.start != end {
+                return Err(AnchorError::config(
+                    format!("levels[{l}].start"),
+                    "must equal the previous level's end",
+                    (level.start, end),
+                ));
+            }
+            if level.stride_x == 0 || level.stride_y == 0 {
+                return Err(AnchorError::config(
+                    format!("levels[{l}].stride"),
+                    "must be > 0",
+                    (level.stride_y, level.stride_x),
+                ));
+            }
+            let len = (level.shape.height as usize)
+                .checked_mul(level.shape.width as usize)
+                .and_then(|cells| cells.checked_mul(level.anchors_per_cell))
+                .ok_or_else(|| {
+                    AnchorError::config(format!("levels[{l}]"), "overflows usize", level.shape)
+                })?;
+            end = end.checked_add(len).ok_or_else(|| {
+                AnchorError::config(format!("levels[{l}]"), "overflows usize", level.shape)
+            })?;
+        }
+        AnchorError::check_len("boxes", end, boxes.len())?;
+        Ok(Self { boxes, levels })
+    }
+
+    /// All anchors, in level → y → x → anchor order, in the unit they were generated in (pixels
+    /// from [`AnchorConfig::generate`]).
+    pub fn boxes(&self) -> &[Bbox] {
+        &self.boxes
+    }
+
+    /// One entry per pyramid level, in order.
+    pub fn levels(&self) -> &[AnchorLevel] {
+        &self.levels
+    }
+
+    /// The boxes and levels, taken apart.
+    pub fn into_parts(self) -> (Vec<Bbox>, Vec<AnchorLevel>) {
+        (self.boxes, self.levels)
+    }
+
     /// Total number of anchors.
     pub fn len(&self) -> usize {
         self.boxes.len()
@@ -234,6 +306,26 @@ impl AnchorConfig {
             ratio_convention: RatioConvention::HeightOverWidth,
             ..Self::matterport_fpn()
         }
+    }
+
+    /// Anchors per feature-map cell on `level` (`sizes × ratios`): the `k` of the RPN head that
+    /// scores this level. 0 for a level that does not exist.
+    pub fn anchors_per_cell(&self, level: usize) -> usize {
+        self.levels.get(level).map_or(0, |l| l.sizes.len() * self.ratios.len())
+    }
+
+    /// The anchors per cell when every level has the same number, as a head shared across
+    /// levels needs (Matterport's 3, the seeds' 9); `None` when levels differ or there are none.
+    ///
+    /// ```
+    /// # use rpn_anchors::AnchorConfig;
+    /// assert_eq!(AnchorConfig::matterport_fpn().uniform_anchors_per_cell(), Some(3));
+    /// assert_eq!(AnchorConfig::seed001().uniform_anchors_per_cell(), Some(9));
+    /// ```
+    pub fn uniform_anchors_per_cell(&self) -> Option<usize> {
+        let first = self.anchors_per_cell(0);
+        (first > 0 && (1..self.levels.len()).all(|l| self.anchors_per_cell(l) == first))
+            .then_some(first)
     }
 
     fn single_level(stride: u32) -> Self {

@@ -15,8 +15,8 @@
 //! let anchors = AnchorConfig::matterport_fpn().generate(image)?;
 //! let coder = BoxCoder::matterport();
 //! let gt = rpn_anchors::Bbox::new(100.0, 120.0, 180.0, 260.0);
-//! let deltas = coder.encode(&anchors.boxes[10_000], &gt);
-//! let back = coder.decode(&anchors.boxes[10_000], deltas);
+//! let deltas = coder.encode(&anchors.boxes()[10_000], &gt);
+//! let back = coder.decode(&anchors.boxes()[10_000], deltas);
 //! assert!((back.y2 - gt.y2).abs() < 1e-3);
 //! # Ok::<(), rpn_anchors::AnchorError>(())
 //! ```
@@ -33,7 +33,7 @@ mod iou;
 #[cfg(test)]
 mod proptests;
 
-pub use bbox::{Bbox, ImageSize};
+pub use bbox::{Bbox, ImageSize, NormalizedBox};
 pub use coder::{BoxCoder, DeltaLayout, DEFAULT_SCALE_CLAMP, MATTERPORT_RPN_STD_DEV};
 pub use error::AnchorError;
 pub use generator::{

@@ -109,8 +109,8 @@ proptest! {
         let expected: usize = strides.iter().map(|&s| h.div_ceil(s) as usize * w.div_ceil(s) as usize * per_cell).sum();
         prop_assert_eq!(anchors.len(), expected);
         // Spot-check the order: the last anchor of each level is centred on its last cell.
-        for level in &anchors.levels {
-            let last = anchors.boxes[level.range().end - 1];
+        for level in anchors.levels() {
+            let last = anchors.boxes()[level.range().end - 1];
             let (cx, cy) = last.center();
             let (ex, ey) = (((level.shape.width - 1) * level.stride_x) as f32, ((level.shape.height - 1) * level.stride_y) as f32);
             prop_assert!(close(cx, ex, ex) && close(cy, ey, ey), "{last:?} not centred at ({ex}, {ey})");

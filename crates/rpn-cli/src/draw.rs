@@ -6,9 +6,8 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
-use rpn::{Sample, StepLosses};
+use rpn::{ImageProposal, Sample, StepLosses};
 use rpn_anchors::Bbox;
-use rpn_proposals::Proposal;
 
 use crate::CliError;
 
@@ -116,7 +115,7 @@ fn display_scale(width: u32) -> u32 {
 /// The image with its GT boxes (green) and the `top` best proposals (orange, score shown).
 pub(crate) fn proposals_on_image(
     sample: &Sample,
-    proposals: &[Proposal],
+    proposals: &[ImageProposal],
     top: usize,
     path: &Path,
 ) -> Result<(), CliError> {
@@ -132,7 +131,7 @@ pub(crate) fn proposals_on_image(
 pub(crate) fn draw_boxes(
     image: &image::RgbImage,
     gt: &[Bbox],
-    proposals: &[Proposal],
+    proposals: &[ImageProposal],
     top: usize,
     path: &Path,
 ) -> Result<(), CliError> {
@@ -166,7 +165,7 @@ pub(crate) fn draw_boxes(
             outlined(corners(b), GT_COLOR, 3).map_err(|e| err(&e))?;
         }
         // Worst first, so the best proposal is drawn on top.
-        let shown: Vec<&Proposal> = proposals.iter().take(top).collect();
+        let shown: Vec<&ImageProposal> = proposals.iter().take(top).collect();
         for p in shown.iter().rev() {
             let [a, b] = corners(&p.bbox);
             outlined([a, b], PROPOSAL_COLOR, 2).map_err(|e| err(&e))?;

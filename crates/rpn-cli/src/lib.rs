@@ -17,31 +17,66 @@ mod train;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use clap::{Parser, Subcommand, ValueEnum};
+use rpn::{Architecture, ProposerOptions};
 use rpn_keras::{port, read_keras_file, write_safetensors, PortError, PortOptions};
-use rpn_model::{Arch, Model};
+use rpn_model::Model;
 
-/// Errors of the command line; each prints as one line (a port mismatch lists its problems below).
+/// Errors of the command line. Each names what failed; the cause, if any, is its
+/// [`std::error::Error::source`] chain, which [`error_chain`] prints one line per link.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// A Keras port failed (nothing was written).
     #[error(transparent)]
     Port(#[from] PortError),
     /// candle failed (device, shapes, file formats).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Candle {
         /// What was being done.
         context: String,
         /// candle's error.
         source: candle_core::Error,
     },
-    /// Training, evaluation, data sets or checkpoints failed.
+    /// Loading, proposals, training, evaluation, data sets or checkpoints failed.
     #[error(transparent)]
     Rpn(#[from] rpn::Error),
-    /// Bad arguments or input files.
+    /// A file could not be read or written.
+    #[error("{}: {operation}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An image could not be decoded or written.
+    #[error("{}: cannot decode the image", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: Box<image::ImageError>,
+    },
+    /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+}
+
+/// `error` and each of its causes, one per line (`caused by: …`), as the binary prints them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        // Lower layers sometimes repeat their cause in their own message; say it once.
+        if !text.contains(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn candle<T>(context: impl Into<String>, r: candle_core::Result<T>) -> Result<T, CliError> {
@@ -87,8 +122,8 @@ enum Command {
     /// Trains seed000/seed001 with seed 001's recipe; writes RUN_DIR/{loss.csv, checkpoint.safetensors, final.safetensors}.
     Train {
         /// seed000 or seed001.
-        #[arg(long, value_parser = Arch::parse, default_value = "seed001")]
-        arch: Arch,
+        #[arg(long, default_value = "seed001")]
+        arch: Architecture,
         /// `shapes` (generated from --seed) or a directory with annotations.json (COCO boxes).
         #[arg(long, value_parser = train::parse_dataset, default_value = "shapes")]
         dataset: train::DatasetArg,
@@ -136,8 +171,8 @@ enum Command {
     /// Proposal recall (IoU 0.5/0.7, top 10/100/1000) and AR@100/1000 of trained weights.
     Eval {
         /// seed000 or seed001.
-        #[arg(long, value_parser = Arch::parse, default_value = "seed001")]
-        arch: Arch,
+        #[arg(long, default_value = "seed001")]
+        arch: Architecture,
         /// Weights (final.safetensors, a checkpoint, or a ported Keras file).
         #[arg(long)]
         weights: PathBuf,
@@ -168,8 +203,8 @@ enum Command {
     /// Proposals for PNG/JPEG images in original-image pixels, with scores and levels.
     Propose {
         /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
-        #[arg(long, value_parser = Arch::parse)]
-        arch: Arch,
+        #[arg(long)]
+        arch: Architecture,
         /// Weights (final.safetensors, a checkpoint, or a ported Keras file).
         #[arg(long)]
         weights: PathBuf,
@@ -192,17 +227,22 @@ enum Command {
         /// rows, zero-padded to 1000 or 2000 like `rpn_rois`).
         #[arg(long)]
         top: Option<usize>,
-        /// Seeds: run the network on SIDE×SIDE (default: the image's size rounded down to the
-        /// stride). Matterport: IMAGE_MAX_DIM of the `square` resize (default 1024).
+        /// Seeds 000/001: run the network on SIDE×SIDE (default: the size the weights were
+        /// trained at, 64 for the seed recipe). Seed 002: the longest side (default 1024; never
+        /// upscaled). Matterport: IMAGE_MAX_DIM of the `square` resize (default 1024).
         #[arg(long)]
         image_size: Option<usize>,
-        /// Matterport: `pixels` (original-image x1,y1,x2,y2) or `matterport` (normalised
-        /// y1,x1,y2,x2 zero-padded like `rpn_rois`).
-        #[arg(long, value_enum, default_value = "pixels")]
-        format: propose::Format,
-        /// Matterport's proposal layer settings.
-        #[arg(long, value_enum, default_value = "matterport-inference")]
-        preset: propose::Preset,
+        /// Matterport: `pixels` (x1,y1,x2,y2 in original-image pixels; molded pixels for
+        /// --input) or `matterport` (normalised y1,x1,y2,x2 zero-padded like `rpn_rois`; --input).
+        #[arg(long, value_enum)]
+        format: Option<propose::Format>,
+        /// Matterport's proposal layer settings (default: matterport-inference).
+        #[arg(long, value_enum)]
+        preset: Option<propose::Preset>,
+        /// Refuse inputs whose forward pass would need more memory than this (bytes, or with a
+        /// K/M/G suffix); default: $RPN_MEMORY_BUDGET, else 8G.
+        #[arg(long, value_parser = parse_memory_budget)]
+        memory_budget: Option<u64>,
         /// Where to run.
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
@@ -212,8 +252,8 @@ enum Command {
         /// The Keras file.
         input: PathBuf,
         /// seed000, seed001, seed002, matterport-resnet50, matterport-resnet101 or vgg16.
-        #[arg(long, value_parser = Arch::parse)]
-        arch: Arch,
+        #[arg(long)]
+        arch: Architecture,
         /// Output safetensors file (written atomically; untouched on error).
         #[arg(short, long)]
         output: PathBuf,
@@ -224,8 +264,8 @@ enum Command {
     /// Runs --arch on an NHWC float32 .npy input and writes the Keras-layout outputs as .npz.
     Forward {
         /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
-        #[arg(long, value_parser = Arch::parse)]
-        arch: Arch,
+        #[arg(long)]
+        arch: Architecture,
         /// Weights from `rpn port-keras`.
         #[arg(long)]
         weights: PathBuf,
@@ -328,14 +368,25 @@ where
                 return Err(CliError::Usage(format!("--nms-iou {nms_iou} must be in (0, 1]")));
             }
             let data = train::dataset(&dataset, train::Split::HeldOut, seed, image_size)?;
-            let mut pipeline =
-                rpn::RpnPipeline::load(arch, &weights, data.image_size(), device(d)?)?;
-            pipeline.proposals.nms_iou = nms_iou;
-            let report = train::evaluate(&pipeline, data.as_ref(), images, 20)?;
+            let Some(spec) = arch.rpn() else {
+                return Err(rpn::Error::Unsupported {
+                    arch: arch.name,
+                    what: "it has no RPN head to evaluate".into(),
+                }
+                .into());
+            };
+            let options = ProposerOptions {
+                device: device(d)?,
+                input_side: Some(data.image_size().height),
+                proposals: Some(rpn_proposals::ProposalConfig { nms_iou, ..spec.proposals }),
+                ..ProposerOptions::default()
+            };
+            let proposer = rpn::Proposer::load(&arch, &weights, options)?;
+            let report = train::evaluate(&proposer, data.as_ref(), images, 20)?;
             if json {
                 serde_json::to_string(&report).map_err(|e| CliError::Usage(e.to_string()))
             } else {
-                Ok(format!("{} on {}\n{report}", arch.name(), data.describe()))
+                Ok(format!("{} on {}\n{report}", arch.name, data.describe()))
             }
         }
         Command::Propose {
@@ -350,9 +401,11 @@ where
             image_size,
             format,
             preset,
+            memory_budget,
             device: d,
         } => {
             let args = propose::ProposeArgs {
+                memory_budget,
                 arch,
                 weights,
                 backbone_weights,
@@ -368,29 +421,34 @@ where
             propose::propose(&args, device(d)?)
         }
         Command::PortKeras { input, arch, output, exclude } => {
-            port_keras(&input, arch, &output, exclude)
+            port_keras(&input, &arch, &output, exclude)
         }
         Command::Forward { arch, weights, input, output, device } => {
-            forward(arch, &weights, &input, &output, device)
+            forward(&arch, &weights, &input, &output, device)
         }
         Command::Inspect { file } => inspect(&file),
     }
 }
 
+fn parse_memory_budget(text: &str) -> Result<u64, String> {
+    rpn::parse_bytes(text)
+        .ok_or_else(|| format!("`{text}` is not a positive number of bytes (e.g. 4G, 512M)"))
+}
+
 fn port_keras(
     input: &Path,
-    arch: Arch,
+    arch: &Architecture,
     output: &Path,
     exclude: Vec<String>,
 ) -> Result<String, CliError> {
-    let shapes = candle("listing the model's tensors", arch.tensor_shapes())?;
-    let weights = port(input, &arch.keras_layout(), &shapes, &PortOptions { exclude })?;
+    let shapes = candle("listing the model's tensors", arch.network.tensor_shapes())?;
+    let weights = port(input, &arch.network.keras_layout(), &shapes, &PortOptions { exclude })?;
     write_safetensors(&weights, output)?;
     let values: usize = weights.tensors.values().map(|(_, d)| d.len()).sum();
     let mut report = format!(
         "ported {} tensors ({values} values) of {} to {}",
         weights.tensors.len(),
-        arch.name(),
+        arch.name,
         output.display()
     );
     if !weights.skipped.is_empty() {
@@ -400,7 +458,7 @@ fn port_keras(
         report.push_str(&format!(
             "; skipped {} layers {} does not use: {}{more}",
             weights.skipped.len(),
-            arch.name(),
+            arch.name,
             shown.join(", ")
         ));
     }
@@ -423,18 +481,14 @@ fn device(arg: DeviceArg) -> Result<Device, CliError> {
 }
 
 fn forward(
-    arch: Arch,
+    arch: &Architecture,
     weights: &Path,
     input: &Path,
     output: &Path,
     device_arg: DeviceArg,
 ) -> Result<String, CliError> {
     let device = device(device_arg)?;
-    let tensors = rpn::load_weights(weights, arch, &device)?;
-    let model = candle(
-        "building the model",
-        arch.build(VarBuilder::from_tensors(tensors, DType::F32, &device)),
-    )?;
+    let (model, _) = rpn::load_model(weights, arch, &device)?;
     let x = candle(format!("reading {}", input.display()), Tensor::read_npy(input))?;
     let x = candle(
         "converting the input to f32",
@@ -442,11 +496,11 @@ fn forward(
     )?;
     let outputs: Vec<(&str, Tensor)> = match &model {
         Model::SeedRpn(m) => {
-            let o = candle(format!("running {}", arch.name()), m.forward_nhwc(&x))?;
+            let o = candle(format!("running {}", arch.name), m.forward_nhwc(&x))?;
             vec![("rpn_class_logits", o.logits), ("rpn_class", o.probs), ("rpn_bbox", o.deltas)]
         }
         Model::Seed002(m) => {
-            let o = candle(format!("running {}", arch.name()), m.forward_nhwc(&x))?;
+            let o = candle(format!("running {}", arch.name), m.forward_nhwc(&x))?;
             vec![("classification", o.classification), ("location", o.location)]
         }
         Model::Vgg16(m) => {
@@ -454,10 +508,10 @@ fn forward(
                 let features = candle_core::Module::forward(m, &rpn_model::nhwc_to_nchw(&x)?)?;
                 features.permute((0, 2, 3, 1))?.contiguous()
             };
-            vec![("block5_conv3", candle(format!("running {}", arch.name()), run())?)]
+            vec![("block5_conv3", candle(format!("running {}", arch.name), run())?)]
         }
         Model::Matterport(m) => {
-            let o = candle(format!("running {}", arch.name()), m.forward_nhwc(&x))?;
+            let o = candle(format!("running {}", arch.name), m.forward_nhwc(&x))?;
             let mut named = vec![
                 ("rpn_class_logits", o.logits),
                 ("rpn_class", o.probs),
@@ -468,6 +522,12 @@ fn forward(
                 named.push((name, nhwc));
             }
             named
+        }
+        _ => {
+            return Err(CliError::Usage(format!(
+                "{}: `rpn forward` does not know this network's outputs yet",
+                arch.name
+            )))
         }
     };
     let on_cpu: Vec<(&str, Tensor)> = outputs
@@ -496,8 +556,11 @@ fn inspect(file: &Path) -> Result<String, CliError> {
             }
         }
     } else {
-        let bytes = std::fs::read(file)
-            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let bytes = std::fs::read(file).map_err(|source| CliError::Io {
+            path: file.to_path_buf(),
+            operation: "cannot read",
+            source,
+        })?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
             CliError::Usage(format!("{} is not a safetensors file: {e}", file.display()))
         })?;

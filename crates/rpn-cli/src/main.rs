@@ -9,7 +9,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", rpn_cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,17 +1,13 @@
-//! `rpn propose`: proposals for PNG/JPEG images, in the original images' pixels.
+//! `rpn propose`: proposals for PNG/JPEG images in the original images' pixels, or for
+//! Matterport's already-molded tensors. Every architecture goes through [`rpn::Proposer`]; this
+//! module only reads the files and writes the results.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use clap::ValueEnum;
-use rpn::model::Arch;
-use rpn::{
-    mold_square, resize_to_pixels, seed_configs, MatterportPipeline, MoldedImage, RpnPipeline,
-    Seed002Pipeline,
-};
-use rpn_anchors::{Bbox, ImageSize};
-use rpn_proposals::{Proposal, ProposalConfig};
+use rpn::{Architecture, ImageProposals, MatterportProposals, Proposer, ProposerOptions};
+use rpn_proposals::ProposalConfig;
 
 use crate::{draw, CliError};
 
@@ -36,7 +32,7 @@ pub(crate) enum Preset {
 /// What `rpn propose` was asked to do.
 #[derive(Debug, Clone)]
 pub(crate) struct ProposeArgs {
-    pub(crate) arch: Arch,
+    pub(crate) arch: Architecture,
     pub(crate) weights: PathBuf,
     pub(crate) backbone_weights: Option<PathBuf>,
     pub(crate) images: Vec<PathBuf>,
@@ -46,39 +42,9 @@ pub(crate) struct ProposeArgs {
     /// `None`: 100, or every row of the layer for `--format matterport`.
     pub(crate) top: Option<usize>,
     pub(crate) image_size: Option<usize>,
-    pub(crate) format: Format,
-    pub(crate) preset: Preset,
-}
-
-/// The network's input size for an `width × height` image: `--image-size` if given, else the
-/// image's own size rounded down to the backbone stride (at least one stride).
-fn input_size(
-    arch: Arch,
-    width: u32,
-    height: u32,
-    requested: Option<usize>,
-) -> Result<ImageSize, CliError> {
-    let stride = if arch == Arch::Seed002 {
-        16 // VGG16's block5_conv3
-    } else {
-        let (backbone, _) = seed_configs(arch)?;
-        1u32 << backbone.blocks.len()
-    };
-    let (h, w) = match requested {
-        Some(side) => {
-            let side = u32::try_from(side)
-                .map_err(|_| CliError::Usage(format!("--image-size {side} is too large")))?;
-            if side == 0 || !side.is_multiple_of(stride) {
-                return Err(CliError::Usage(format!(
-                    "--image-size {side} must be a positive multiple of {}'s stride {stride}",
-                    arch.name()
-                )));
-            }
-            (side, side)
-        }
-        None => ((height / stride).max(1) * stride, (width / stride).max(1) * stride),
-    };
-    ImageSize::new(h, w).map_err(|e| CliError::Usage(e.to_string()))
+    pub(crate) format: Option<Format>,
+    pub(crate) preset: Option<Preset>,
+    pub(crate) memory_budget: Option<u64>,
 }
 
 /// `draw` for image `i` of `n`: the path itself for one image, `stem_i.ext` for several.
@@ -94,100 +60,121 @@ fn numbered(path: &Path, i: usize, n: usize) -> PathBuf {
 /// Proposals listed per image unless `--top` says otherwise.
 const DEFAULT_TOP: usize = 100;
 
+/// Whether `arch` is Matterport's (its proposal layer runs in normalised coordinates).
+fn is_matterport(arch: &Architecture) -> bool {
+    arch.rpn().is_some_and(|r| r.coordinates == rpn::Coordinates::MatterportNormalized)
+}
+
 pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliError> {
-    if args.arch.matterport_config().is_some() {
-        return propose_matterport(args, device);
+    let matterport = is_matterport(&args.arch);
+    let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    // Flags that mean something for Matterport only are refused elsewhere, not ignored.
+    if !matterport {
+        for (flag, given) in [
+            ("--input", args.input.is_some()),
+            ("--format", args.format.is_some()),
+            ("--preset", args.preset.is_some()),
+        ] {
+            if given {
+                return Err(CliError::Usage(format!(
+                    "{flag} is for the Matterport architectures, not {}",
+                    args.arch.name
+                )));
+            }
+        }
     }
-    let top = args.top.unwrap_or(DEFAULT_TOP);
-    if args.input.is_some() {
+    if ext != "json" && !(matterport && ext == "npz") {
+        let allowed = if matterport { ".json or .npz" } else { ".json" };
+        return Err(CliError::Usage(format!(
+            "{}: {} writes proposals as {allowed}",
+            args.output.display(),
+            args.arch.name
+        )));
+    }
+    if args.input.is_some() && args.draw.is_some() {
         return Err(CliError::Usage(
-            "--input (a molded tensor) is for Matterport architectures; give --image".into(),
+            "--draw needs --image: a molded --input has no picture to draw on".into(),
         ));
     }
-    if args.output.extension().is_none_or(|e| e != "json") {
+    if args.images.is_empty() && args.input.is_none() {
+        return Err(CliError::Usage("give at least one --image".into()));
+    }
+    let input_side = args
+        .image_size
+        .map(|s| {
+            u32::try_from(s).map_err(|_| CliError::Usage(format!("--image-size {s} is too large")))
+        })
+        .transpose()?;
+    let mut options = ProposerOptions {
+        device,
+        backbone_weights: args.backbone_weights.clone(),
+        input_side,
+        memory_budget: args.memory_budget,
+        ..ProposerOptions::default()
+    };
+    if let Some(preset) = args.preset {
+        options.proposals = Some(match preset {
+            Preset::MatterportInference => ProposalConfig::matterport_inference(),
+            Preset::MatterportTraining => ProposalConfig::matterport_training(),
+        });
+    }
+    let proposer = Proposer::load(&args.arch, &args.weights, options)?;
+    let format = args.format.unwrap_or(Format::Pixels);
+
+    if let Some(input) = &args.input {
+        return propose_molded(args, &proposer, input, format);
+    }
+    if format == Format::Matterport {
+        return Err(CliError::Usage(
+            "--format matterport writes rpn_rois of molded inputs: give --input".into(),
+        ));
+    }
+    if ext == "npz" {
         return Err(CliError::Usage(format!(
-            "{}: seed models write proposals as .json",
+            "{}: .npz holds rpn_rois of molded inputs (--input); proposals for images are .json",
             args.output.display()
         )));
     }
-    if args.images.is_empty() {
-        return Err(CliError::Usage("give at least one --image".into()));
-    }
-    // Seed 002 runs VGG16 + its head at any size; seeds 000/001 need a pipeline per size.
-    let seed002 =
-        match (args.arch, &args.backbone_weights) {
-            (Arch::Seed002, Some(vgg)) => {
-                Some(Seed002Pipeline::load(&args.weights, vgg, device.clone())?)
-            }
-            (Arch::Seed002, None) => return Err(CliError::Usage(
-                "seed002 is a head on VGG16 features: give --backbone-weights (VGG16 ported with \
-                 `rpn port-keras … --arch vgg16`)"
-                    .into(),
-            )),
-            _ => None,
-        };
-    let mut pipelines: HashMap<ImageSize, RpnPipeline> = HashMap::new();
-    let mut entries = Vec::new();
+    let top = args.top.unwrap_or(DEFAULT_TOP);
+    // Decode everything first: a bad file fails before any output is written.
+    let decoded = args
+        .images
+        .iter()
+        .map(|file| {
+            image::open(file)
+                .map_err(|source| CliError::Image { path: file.clone(), source: Box::new(source) })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = proposer.propose_batch(&decoded)?;
+    let entries: Vec<serde_json::Value> =
+        args.images.iter().zip(&results).map(|(file, r)| image_entry(file, r, top)).collect();
+    let json = serde_json::json!({
+        "arch": args.arch.name,
+        "weights": args.weights.display().to_string(),
+        "box_format": "x1,y1,x2,y2 in original-image pixels",
+        "level": level_note(&args.arch),
+        "images": entries,
+    });
+    write_json(&args.output, &json)?;
     let mut drawn = Vec::new();
-    for (i, file) in args.images.iter().enumerate() {
-        let decoded = image::open(file).map_err(|e| {
-            CliError::Usage(format!("{}: cannot decode the image: {e}", file.display()))
-        })?;
-        let (width, height) = (decoded.width(), decoded.height());
-        let size = input_size(args.arch, width, height, args.image_size)?;
-        let (pixels, _) = resize_to_pixels(&decoded, size);
-        let proposals = match &seed002 {
-            Some(p) => p.propose(&pixels, size)?,
-            None => {
-                let pipeline = match pipelines.entry(size) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(RpnPipeline::load(args.arch, &args.weights, size, device.clone())?)
-                    }
-                };
-                pipeline.propose(&pixels, 1)?.remove(0)
-            }
-        };
-        let (sx, sy) = (width as f32 / size.width as f32, height as f32 / size.height as f32);
-        let in_original: Vec<Proposal> = proposals
-            .items
-            .iter()
-            .take(top)
-            .map(|p| Proposal {
-                bbox: Bbox::new(p.bbox.x1 * sx, p.bbox.y1 * sy, p.bbox.x2 * sx, p.bbox.y2 * sy),
-                ..*p
-            })
-            .collect();
-        entries.push(serde_json::json!({
-            "file": file.display().to_string(),
-            "width": width,
-            "height": height,
-            "input_size": [size.height, size.width],
-            "proposals": in_original.iter().map(|p| serde_json::json!({
-                "box": [p.bbox.x1, p.bbox.y1, p.bbox.x2, p.bbox.y2],
-                "score": p.score,
-                "level": p.level,
-            })).collect::<Vec<_>>(),
-        }));
-        if let Some(draw_path) = &args.draw {
-            let path = numbered(draw_path, i, args.images.len());
-            draw::draw_boxes(&decoded.to_rgb8(), &[], &in_original, top.min(10), &path)?;
+    if let Some(draw_path) = &args.draw {
+        for (i, (img, r)) in decoded.iter().zip(&results).enumerate() {
+            let path = numbered(draw_path, i, results.len());
+            let shown: Vec<_> = r.proposals.iter().take(top).copied().collect();
+            draw::draw_boxes(&img.to_rgb8(), &[], &shown, top.min(10), &path)?;
             drawn.push(path.display().to_string());
         }
     }
-    let json = serde_json::json!({
-        "arch": args.arch.name(),
-        "weights": args.weights.display().to_string(),
-        "box_format": "x1,y1,x2,y2 in original-image pixels",
-        "images": entries,
-    });
-    let text = serde_json::to_string_pretty(&json).map_err(|e| CliError::Usage(e.to_string()))?;
-    std::fs::write(&args.output, text)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", args.output.display())))?;
+    let sizes: Vec<String> = results
+        .iter()
+        .map(|r| format!("{}×{}", r.input.width, r.input.height))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut report = format!(
-        "wrote up to {} proposals per image for {} image(s) to {}",
-        top,
-        args.images.len(),
+        "wrote up to {top} proposals per image for {} image(s) (network input {}) to {}",
+        results.len(),
+        sizes.join(", "),
         args.output.display()
     );
     if !drawn.is_empty() {
@@ -196,121 +183,87 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
     Ok(report)
 }
 
-/// One Matterport image's proposals, ranked: normalised boxes, scores, and (for `--image`) the
-/// molding that maps them back.
-struct MatterportResult {
-    file: String,
-    proposals: Vec<Proposal>,
-    padded_len: usize,
-    molded: Option<MoldedImage>,
+/// What `level` means in the JSON of `arch`.
+fn level_note(arch: &Architecture) -> &'static str {
+    match arch.rpn().map(|r| r.first_level) {
+        Some(2) => "FPN level P2..P6",
+        _ => "0 (one feature level)",
+    }
 }
 
-fn propose_matterport(args: &ProposeArgs, device: Device) -> Result<String, CliError> {
-    let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext != "json" && ext != "npz" {
+/// One image's entry: the same keys for every architecture, Matterport's molding added.
+fn image_entry(file: &Path, r: &ImageProposals, top: usize) -> serde_json::Value {
+    let mut entry = serde_json::json!({
+        "file": file.display().to_string(),
+        "width": r.original.width,
+        "height": r.original.height,
+        "input_size": [r.input.height, r.input.width],
+        "proposals": r.proposals.iter().take(top).map(|p| serde_json::json!({
+            "box": p.bbox.to_xyxy(),
+            "score": p.score,
+            "level": p.level,
+        })).collect::<Vec<_>>(),
+    });
+    if let (Some(m), Some(map)) = (&r.molding, entry.as_object_mut()) {
+        map.insert("window".into(), serde_json::json!(m.window.to_yxyx()));
+        map.insert("scale".into(), serde_json::json!(m.scale));
+    }
+    entry
+}
+
+fn write_json(path: &Path, json: &serde_json::Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(json)
+        .map_err(|e| CliError::Usage(format!("cannot format the JSON: {e}")))?;
+    std::fs::write(path, text).map_err(|source| CliError::Io {
+        path: path.to_path_buf(),
+        operation: "cannot write",
+        source,
+    })
+}
+
+/// `--input molded.npy`: Matterport's `rpn_rois` (normalised) or molded-pixel boxes.
+fn propose_molded(
+    args: &ProposeArgs,
+    proposer: &Proposer,
+    input: &Path,
+    format: Format,
+) -> Result<String, CliError> {
+    let x = Tensor::read_npy(input).and_then(|x| x.to_dtype(candle_core::DType::F32)).map_err(
+        |source| CliError::Candle { context: format!("reading {}", input.display()), source },
+    )?;
+    if x.rank() != 4 || x.dim(3).ok() != Some(3) {
         return Err(CliError::Usage(format!(
-            "{}: Matterport proposals are written as .json or .npz",
-            args.output.display()
+            "{}: expected molded NHWC images [B, H, W, 3], got {:?}",
+            input.display(),
+            x.dims()
         )));
     }
-    let max_dim = args.image_size.unwrap_or(1024);
-    if max_dim == 0 || !max_dim.is_multiple_of(64) {
-        return Err(CliError::Usage(format!(
-            "--image-size {max_dim}: Matterport's IMAGE_MAX_DIM must be a positive multiple of 64"
-        )));
-    }
-    let layer = match args.preset {
-        Preset::MatterportInference => ProposalConfig::matterport_inference(),
-        Preset::MatterportTraining => ProposalConfig::matterport_training(),
-    };
-    let top = match (args.top, args.format) {
+    let results = proposer.propose_molded(&x)?;
+    let layer = proposer.proposal_config();
+    let top = match (args.top, format) {
         (Some(top), _) => top,
         (None, Format::Matterport) => layer.pad_to.unwrap_or(layer.post_nms_top_k),
         (None, Format::Pixels) => DEFAULT_TOP,
     };
-    let mut results = Vec::new();
-    let mut image_size = None;
-    // Every molded image has the same size: the weights are read once.
-    let mut pipeline: Option<MatterportPipeline> = None;
-    let mut run = |molded: &Tensor| -> Result<Vec<rpn_proposals::Proposals>, CliError> {
-        let (_, h, w, _) = molded.dims4().map_err(|e| CliError::Usage(format!("input: {e}")))?;
-        let size =
-            ImageSize::new(h as u32, w as u32).map_err(|e| CliError::Usage(e.to_string()))?;
-        image_size = Some(size);
-        let mut loaded = match pipeline.take() {
-            Some(p) if p.image == size => p,
-            Some(p) => MatterportPipeline::new(p.model, size, device.clone())?,
-            None => MatterportPipeline::load(args.arch, &args.weights, size, device.clone())?,
-        };
-        loaded.proposals = layer;
-        Ok(pipeline.insert(loaded).run(molded)?.proposals)
-    };
-    if let Some(input) = &args.input {
-        let x = Tensor::read_npy(input)
-            .and_then(|x| x.to_dtype(candle_core::DType::F32))
-            .map_err(|e| CliError::Usage(format!("{}: {e}", input.display())))?;
-        if x.rank() != 4 || x.dim(3).ok() != Some(3) {
-            return Err(CliError::Usage(format!(
-                "{}: expected molded NHWC images [B, H, W, 3], got {:?}",
-                input.display(),
-                x.dims()
-            )));
-        }
-        for (i, p) in run(&x)?.into_iter().enumerate() {
-            results.push(MatterportResult {
-                file: format!("{}[{i}]", input.display()),
-                proposals: p.items,
-                padded_len: p.padded_len,
-                molded: None,
-            });
-        }
-    } else {
-        for file in &args.images {
-            let decoded = image::open(file).map_err(|e| {
-                CliError::Usage(format!("{}: cannot decode the image: {e}", file.display()))
-            })?;
-            let molded = mold_square(&decoded, 800.min(max_dim as u32), max_dim as u32)?;
-            let side = max_dim;
-            let x = Tensor::from_slice(&molded.pixels, (1, side, side, 3), &Device::Cpu)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            let p = run(&x)?.remove(0);
-            results.push(MatterportResult {
-                file: file.display().to_string(),
-                proposals: p.items,
-                padded_len: p.padded_len,
-                molded: Some(molded),
-            });
-        }
-    }
-    let Some(size) = image_size else {
-        return Err(CliError::Usage("no input: give --image or --input".into()));
-    };
-    // A proposal's `Bbox` holds Matterport's normalised coordinates (x in x1/x2, y in y1/y2):
-    // `(y1, x1, y2, x2)` → pixels of the molded image → original pixels.
-    let to_pixels = |r: &MatterportResult, p: &Proposal| {
-        let molded = Bbox::from_matterport_normalized(p.bbox.to_yxyx(), size);
-        match &r.molded {
-            Some(m) => m.to_original(&molded),
-            None => molded,
-        }
-    };
-    let rows = |r: &MatterportResult| -> Vec<([f32; 4], f32, usize)> {
-        r.proposals
+    let rows = |r: &MatterportProposals| -> Vec<([f32; 4], f32, usize)> {
+        r.rois
             .iter()
+            .zip(&r.scores)
+            .zip(&r.levels)
             .take(top)
-            .map(|p| {
-                let coords = match args.format {
-                    Format::Pixels => to_pixels(r, p).to_xyxy(),
-                    Format::Matterport => p.bbox.to_yxyx(),
+            .map(|((b, &s), &l)| {
+                let coords = match format {
+                    Format::Pixels => b.to_pixels(r.input).to_xyxy(),
+                    Format::Matterport => b.to_yxyx(),
                 };
-                (coords, p.score, p.level)
+                (coords, s, l)
             })
             .collect()
     };
+    let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "npz" {
         // Matterport's `rpn_rois`: a fixed number of rows per image, zero rows after the last.
-        let n =
-            results.iter().map(|r| r.padded_len.max(r.proposals.len()).min(top)).max().unwrap_or(0);
+        let n = results.iter().map(|r| r.padded_len.max(r.rois.len()).min(top)).max().unwrap_or(0);
         let (mut boxes, mut scores) = (Vec::new(), Vec::new());
         for r in &results {
             let rows = rows(r);
@@ -321,73 +274,50 @@ fn propose_matterport(args: &ProposeArgs, device: Device) -> Result<String, CliE
             }
         }
         let b = results.len();
-        let boxes = Tensor::from_vec(boxes, (b, n, 4), &Device::Cpu);
-        let scores = Tensor::from_vec(scores, (b, n), &Device::Cpu);
-        let (boxes, scores) = match (boxes, scores) {
-            (Ok(x), Ok(y)) => (x, y),
-            (Err(e), _) | (_, Err(e)) => return Err(CliError::Usage(e.to_string())),
+        let write = || -> candle_core::Result<()> {
+            let boxes = Tensor::from_vec(boxes, (b, n, 4), &Device::Cpu)?;
+            let scores = Tensor::from_vec(scores, (b, n), &Device::Cpu)?;
+            Tensor::write_npz(&[("proposals", &boxes), ("scores", &scores)], &args.output)
         };
-        Tensor::write_npz(&[("proposals", &boxes), ("scores", &scores)], &args.output)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", args.output.display())))?;
+        write().map_err(|source| CliError::Candle {
+            context: format!("writing {}", args.output.display()),
+            source,
+        })?;
     } else {
         let images: Vec<serde_json::Value> = results
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 serde_json::json!({
-                    "file": r.file,
-                    "window": r.molded.as_ref().map(|m| m.window.to_yxyx()),
-                    "scale": r.molded.as_ref().map(|m| m.scale),
+                    "file": format!("{}[{i}]", input.display()),
+                    "width": r.input.width,
+                    "height": r.input.height,
+                    "input_size": [r.input.height, r.input.width],
                     "proposals": rows(r).iter().map(|(b, s, l)| serde_json::json!({
-                        "box": b, "score": s, "level": l + 2,
+                        "box": b, "score": s, "level": l,
                     })).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        let box_format = match args.format {
-            Format::Pixels if args.input.is_some() => "x1,y1,x2,y2 in molded-image pixels",
-            Format::Pixels => "x1,y1,x2,y2 in original-image pixels",
+        let box_format = match format {
+            Format::Pixels => "x1,y1,x2,y2 in molded-image pixels",
             Format::Matterport => "y1,x1,y2,x2 normalised as Matterport's rpn_rois",
         };
         let json = serde_json::json!({
-            "arch": args.arch.name(),
+            "arch": args.arch.name,
             "weights": args.weights.display().to_string(),
             "box_format": box_format,
-            "level": "FPN level P2..P6",
+            "level": level_note(&args.arch),
             "images": images,
         });
-        let text =
-            serde_json::to_string_pretty(&json).map_err(|e| CliError::Usage(e.to_string()))?;
-        std::fs::write(&args.output, text)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", args.output.display())))?;
+        write_json(&args.output, &json)?;
     }
-    let mut drawn = Vec::new();
-    if let Some(draw_path) = &args.draw {
-        for (i, r) in results.iter().enumerate() {
-            let Some(file) = args.images.get(i) else { continue };
-            let decoded = image::open(file).map_err(|e| {
-                CliError::Usage(format!("{}: cannot decode the image: {e}", file.display()))
-            })?;
-            let in_original: Vec<Proposal> = r
-                .proposals
-                .iter()
-                .take(top)
-                .map(|p| Proposal { bbox: to_pixels(r, p), ..*p })
-                .collect();
-            let path = numbered(draw_path, i, results.len());
-            draw::draw_boxes(&decoded.to_rgb8(), &[], &in_original, top.min(10), &path)?;
-            drawn.push(path.display().to_string());
-        }
-    }
-    let mut report = format!(
-        "wrote up to {} proposals per image for {} image(s) ({}×{} molded) to {}",
-        top,
+    let size = results.first().map_or((0, 0), |r| (r.input.height, r.input.width));
+    Ok(format!(
+        "wrote up to {top} proposals per image for {} image(s) ({}×{} molded) to {}",
         results.len(),
-        size.height,
-        size.width,
+        size.0,
+        size.1,
         args.output.display()
-    );
-    if !drawn.is_empty() {
-        report.push_str(&format!("; drew {}", drawn.join(", ")));
-    }
-    Ok(report)
+    ))
 }

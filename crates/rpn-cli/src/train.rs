@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rpn::model::Arch;
 use rpn::{
-    CocoDirectory, Dataset, LrSchedule, RecallReport, RpnPipeline, ShapesSource, StepLosses,
-    TrainConfig, Trainer,
+    Architecture, CocoDirectory, Dataset, LrSchedule, Proposer, RecallReport, ShapesSource,
+    StepLosses, TrainConfig, Trainer,
 };
 use rpn_anchors::ImageSize;
 
@@ -121,7 +120,7 @@ fn bar(len: u64, template: &str) -> ProgressBar {
 /// What `rpn train` was asked to do.
 #[derive(Debug, Clone)]
 pub(crate) struct TrainArgs {
-    pub(crate) arch: Arch,
+    pub(crate) arch: Architecture,
     pub(crate) dataset: DatasetArg,
     pub(crate) steps: usize,
     pub(crate) config: TrainConfig,
@@ -145,8 +144,8 @@ pub(crate) const PRECISE_BN_BATCHES: usize = 10;
 
 const LOSS_CSV_HEADER: &str = "step,objectness,box_regression,total,lr,grad_norm";
 
-fn io_err(path: &Path, e: std::io::Error) -> CliError {
-    CliError::Usage(format!("{}: {e}", path.display()))
+fn io_err(path: &Path, source: std::io::Error) -> CliError {
+    CliError::Io { path: path.to_path_buf(), operation: "cannot write", source }
 }
 
 /// Reads `loss.csv` rows up to `last_step` (the rest belongs to steps a resumed run redoes).
@@ -214,7 +213,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
         }
         Trainer::resume(&checkpoint, dataset)?
     } else {
-        Trainer::new(args.arch, config, dataset)?
+        Trainer::new(&args.arch, config, dataset)?
     };
     let mut history = if args.resume { read_history(&csv, trainer.steps_done())? } else { vec![] };
     let start_step = trainer.steps_done();
@@ -276,7 +275,7 @@ pub(crate) fn train_report(args: &TrainArgs, outcome: &TrainOutcome) -> String {
     format!(
         "trained {} on {} for {} steps of {} ({:.1} images/s): loss {first:.4} → {last:.4}\n\
          wrote {}/final.safetensors ({bn}), checkpoint.safetensors, loss.csv",
-        outcome.trainer.arch().name(),
+        outcome.trainer.arch().name,
         outcome.trainer.dataset().describe(),
         args.steps,
         outcome.trainer.config().batch_size,
@@ -285,16 +284,16 @@ pub(crate) fn train_report(args: &TrainArgs, outcome: &TrainOutcome) -> String {
     )
 }
 
-/// Evaluates `pipeline` on `n` images of `dataset` with a progress bar.
+/// Evaluates `proposer` on `n` images of `dataset` with a progress bar.
 pub(crate) fn evaluate(
-    pipeline: &RpnPipeline,
+    proposer: &Proposer,
     dataset: &dyn Dataset,
     n: usize,
     batch: usize,
 ) -> Result<RecallReport, CliError> {
     let n = dataset.num_images().map_or(n, |len| n.min(len));
     let progress = bar(n as u64, "{spinner} evaluating {pos}/{len} images [{bar:30}] ETA {eta}");
-    let report = pipeline.evaluate(dataset, n, batch, |done| progress.set_position(done as u64))?;
+    let report = proposer.evaluate(dataset, n, batch, |done| progress.set_position(done as u64))?;
     progress.finish_and_clear();
     Ok(report)
 }
@@ -307,7 +306,7 @@ pub(crate) fn demo(
     seed: u64,
 ) -> Result<String, CliError> {
     let args = TrainArgs {
-        arch: Arch::Seed001,
+        arch: "seed001".parse().map_err(rpn::Error::from)?,
         dataset: DatasetArg::Shapes,
         steps,
         config: TrainConfig { seed, ..TrainConfig::default() },
@@ -324,18 +323,19 @@ pub(crate) fn demo(
          synthetic shapes for {steps} steps, then evaluating on {images} held-out images"
     );
     let outcome = train(&args)?;
-    let pipeline = outcome.trainer.pipeline()?;
+    let proposer = outcome.trainer.proposer()?;
     let held_out = ShapesSource::held_out(seed);
-    let report = evaluate(&pipeline, &held_out, images, 20)?;
+    let report = evaluate(&proposer, &held_out, images, 20)?;
 
     let loss_png = output.join("loss.png");
     draw::loss_curve(&outcome.history, &loss_png)?;
     let mut pictures = Vec::new();
     for i in 0..4 {
         let sample = held_out.get(i)?;
-        let proposals = pipeline.propose(&sample.pixels, 1)?.remove(0);
+        let found = proposer.propose_pixels(&sample.pixels, 1, sample.size)?;
+        let proposals = found.first().map(|f| f.proposals.as_slice()).unwrap_or_default();
         let path = output.join(format!("proposals_{i}.png"));
-        draw::proposals_on_image(&sample, &proposals.items, 5, &path)?;
+        draw::proposals_on_image(&sample, proposals, 5, &path)?;
         pictures.push(path);
     }
     std::fs::write(

@@ -8,6 +8,7 @@ use crate::PortError;
 
 /// Which layout a file has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KerasFileKind {
     /// Keras 2 `save_weights` (root `layer_names`).
     Keras2Weights,

@@ -6,7 +6,7 @@
 //! - Keras 2 full-model `model.save("x.h5")`: the same tree under the group `model_weights`;
 //! - Keras 3 `model.save_weights("x.weights.h5")`: groups `layers/<class-derived name>/vars/<i>`.
 //!
-//! Layers are mapped onto a [`KerasLayout`] (from `rpn_model::Arch::keras_layout`): by name when
+//! Layers are mapped onto a [`KerasLayout`] (from `rpn_model::Network::keras_layout`): by name when
 //! Keras names them meaningfully, else by **creation order per layer type** — the numeric suffix
 //! of auto names (`conv2d_17`; the counter is global to the Python process, so only the order
 //! counts). Keras 3 numbers its class-derived paths (`conv2d_1`) in graph order, which can differ
@@ -29,6 +29,7 @@ pub use rpn_model::KerasLayout;
 
 /// Everything that can go wrong in a port; messages name the file, tensor and shapes.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PortError {
     /// The file could not be opened or parsed as HDF5.
     #[error("cannot read {path}: {message}")]
@@ -127,12 +128,13 @@ fn fits(path: &str, layer: &KerasLayer, expected: &BTreeMap<String, Vec<usize>>)
         .all(|(t, w)| expected.get(t) == Some(&ported_shape(w)))
 }
 
-/// `(path, layer)` pairs when each path fits exactly one layer and no layer serves two paths.
+/// For each path the index of the one layer that fits it, when each path fits exactly one layer
+/// and no layer serves two paths.
 fn unique_by_shape(
     paths: &[String],
     layers: &[KerasLayer],
     expected: &BTreeMap<String, Vec<usize>>,
-) -> Option<Vec<(String, KerasLayer)>> {
+) -> Option<Vec<usize>> {
     if paths.len() != layers.len() {
         return None;
     }
@@ -140,12 +142,12 @@ fn unique_by_shape(
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
         let mut candidates = layers.iter().enumerate().filter(|(_, l)| fits(p, l, expected));
-        let (i, l) = candidates.next()?;
+        let (i, _) = candidates.next()?;
         if candidates.next().is_some() || used[i] {
             return None;
         }
         used[i] = true;
-        out.push((p.clone(), l.clone()));
+        out.push(i);
     }
     Some(out)
 }
@@ -167,7 +169,7 @@ fn hwio_to_oihw(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// Maps the layers of a Keras file onto `layout`, checking every shape against `expected`
-/// (model path → shape, e.g. `rpn_model::Arch::tensor_shapes`). Nothing is written.
+/// (model path → shape, e.g. `rpn_model::Network::tensor_shapes`). Nothing is written.
 pub fn port(
     path: &Path,
     layout: &KerasLayout,
@@ -209,42 +211,48 @@ pub fn port(
             )),
         }
     }
-    let pair =
-        |kind: &str, paths: &[String], layers: Vec<KerasLayer>, problems: &mut Vec<String>| {
-            let mut matched = Vec::new();
-            if layout.named
-                && layers.iter().all(|l| paths.contains(&l.name))
-                && layers.len() == paths.len()
-            {
-                for p in paths {
-                    if let Some(l) = layers.iter().find(|l| &l.name == p) {
-                        matched.push((p.clone(), l.clone()));
-                    }
-                }
-            } else {
-                // By creation order (auto names, or Keras 3's class-derived paths): `conv2d_10`
-                // comes after `conv2d_9`, which a name sort would not give.
-                let mut layers = layers;
-                layers.sort_by_key(|l| creation_index(&l.name));
-                if layers.len() != paths.len() {
-                    problems.push(format!(
-                        "the file has {} {kind} layers, the model {} (file: {:?})",
-                        layers.len(),
-                        paths.len(),
-                        layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>()
-                    ));
-                }
-                let in_order = paths.iter().zip(&layers).all(|(p, l)| fits(p, l, expected));
-                match (in_order, unique_by_shape(paths, &layers, expected)) {
-                    // Keras 3 numbers layers in graph order, which can differ from creation
-                    // order (seed 002 lists `classification` before `location`): when creation
-                    // order does not fit but shapes name each layer unambiguously, use shapes.
-                    (false, Some(by_shape)) => matched.extend(by_shape),
-                    _ => matched.extend(paths.iter().cloned().zip(layers)),
-                }
+    // Each layer is moved into its pair (and its values into the output): a 47-M-value
+    // checkpoint is held once, not copied.
+    let pair = |kind: &str,
+                paths: &[String],
+                mut layers: Vec<KerasLayer>,
+                problems: &mut Vec<String>|
+     -> Vec<(String, KerasLayer)> {
+        if layout.named
+            && layers.len() == paths.len()
+            && layers.iter().all(|l| paths.contains(&l.name))
+        {
+            // Same names, same count: sort the layers into the paths' order.
+            layers.sort_by_key(|l| paths.iter().position(|p| *p == l.name));
+            return paths.iter().cloned().zip(layers).collect();
+        }
+        // By creation order (auto names, or Keras 3's class-derived paths): `conv2d_10` comes
+        // after `conv2d_9`, which a name sort would not give.
+        layers.sort_by_key(|l| creation_index(&l.name));
+        if layers.len() != paths.len() {
+            problems.push(format!(
+                "the file has {} {kind} layers, the model {} (file: {:?})",
+                layers.len(),
+                paths.len(),
+                layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>()
+            ));
+        }
+        let in_order = paths.iter().zip(&layers).all(|(p, l)| fits(p, l, expected));
+        match (in_order, unique_by_shape(paths, &layers, expected)) {
+            // Keras 3 numbers layers in graph order, which can differ from creation order (seed
+            // 002 lists `classification` before `location`): when creation order does not fit
+            // but shapes name each layer unambiguously, use shapes.
+            (false, Some(by_shape)) => {
+                let mut slots: Vec<Option<KerasLayer>> = layers.into_iter().map(Some).collect();
+                paths
+                    .iter()
+                    .zip(by_shape)
+                    .filter_map(|(p, i)| slots[i].take().map(|l| (p.clone(), l)))
+                    .collect()
             }
-            matched
-        };
+            _ => paths.iter().cloned().zip(layers).collect(),
+        }
+    };
     let conv_pairs = pair("conv", &layout.convs, convs, &mut problems);
     let bn_pairs = pair("batch-norm", &layout.bns, bns, &mut problems);
 
@@ -266,8 +274,11 @@ pub fn port(
         }
     };
     for (path, layer) in conv_pairs {
-        let [kernel, bias] = [&layer.weights[0], &layer.weights[1]];
+        let mut weights = layer.weights.into_iter();
+        let (Some(kernel), Some(bias)) = (weights.next(), weights.next()) else { continue };
+        // The transpose writes a new buffer; the HWIO one is dropped right after.
         let (shape, data) = hwio_to_oihw(&kernel.shape, &kernel.data);
+        drop(kernel.data);
         put(
             format!("{path}.weight"),
             format!("{}/{}", layer.name, kernel.name),
@@ -278,19 +289,20 @@ pub fn port(
         put(
             format!("{path}.bias"),
             format!("{}/{}", layer.name, bias.name),
-            bias.shape.clone(),
-            bias.data.clone(),
+            bias.shape,
+            bias.data,
             &mut problems,
         );
     }
     for (path, layer) in bn_pairs {
-        for (w, ours) in layer.weights.iter().zip(["weight", "bias", "running_mean", "running_var"])
+        for (w, ours) in
+            layer.weights.into_iter().zip(["weight", "bias", "running_mean", "running_var"])
         {
             put(
                 format!("{path}.{ours}"),
                 format!("{}/{}", layer.name, w.name),
-                w.shape.clone(),
-                w.data.clone(),
+                w.shape,
+                w.data,
                 &mut problems,
             );
         }

@@ -11,7 +11,7 @@ fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
     // Two images, six anchors each.
     // Matterport / seed 001: rpn_match 1 positive, −1 negative, 0 neutral.
-    let rpn_match = Tensor::new(&[[1f32, -1., 0., -1., 1., 0.], [0., -1., -1., 0., 0., 1.]], &dev)?;
+    let rpn_match = Tensor::new(&[[1i64, -1, 0, -1, 1, 0], [0, -1, -1, 0, 0, 1]], &dev)?;
     let logits = Var::randn(0f32, 1.0, (2, 6, 2), &dev)?;
     let deltas = Var::randn(0f32, 0.5, (2, 6, 4), &dev)?;
     // Positives' target deltas packed at the top of each image's rows (Matterport's rpn_bbox).
@@ -26,7 +26,7 @@ fn main() -> candle_core::Result<()> {
     );
 
     // torchvision / detectron2: one logit per anchor, labels 1 / 0 / −1 (ignored).
-    let labels = Tensor::new(&[[1f32, 0., -1., 0., 1., -1.], [-1., 0., 0., -1., -1., 1.]], &dev)?;
+    let labels = Tensor::new(&[[1i64, 0, -1, 0, 1, -1], [-1, 0, 0, -1, -1, 1]], &dev)?;
     let objectness = Tensor::randn(0f32, 1.0, (2, 6), &dev)?;
     let target_deltas = Tensor::randn(0f32, 0.5, (2, 6, 4), &dev)?;
     for (name, norm) in [

@@ -31,6 +31,7 @@ impl RpnLosses {
 
 /// How [`sigmoid_losses`] normalises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Normalization {
     /// torchvision `RegionProposalNetwork.compute_loss`.
     Torchvision,
@@ -48,12 +49,19 @@ fn connected_zero(x: &Tensor) -> Result<Tensor> {
     x.flatten_all()?.narrow(0, 0, 0)?.sum_all()
 }
 
-/// Host copy of a label tensor, checking its shape.
-fn labels(t: &Tensor, dims: &[usize], what: &str) -> Result<Vec<f32>> {
+/// Host copy of a label tensor, checking its shape and that it holds integers: labels are
+/// compared exactly, which a float tensor (`0.99999` from some arithmetic) would not allow.
+fn labels(t: &Tensor, dims: &[usize], what: &str) -> Result<Vec<i64>> {
     if t.dims() != dims {
         bail!("{what} must have shape {dims:?}, got {:?}", t.dims())
     }
-    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+    match t.dtype() {
+        DType::I64 | DType::U32 | DType::U8 => t.to_dtype(DType::I64)?.flatten_all()?.to_vec1(),
+        other => bail!(
+            "{what} must be an integer tensor (i64, u32 or u8: labels are compared exactly), \
+             got {other:?}"
+        ),
+    }
 }
 
 fn index(v: Vec<u32>, like: &Tensor) -> Result<Tensor> {
@@ -73,7 +81,8 @@ fn smooth_l1(diff: &Tensor, beta: f64) -> Result<Tensor> {
 
 /// Seed 001 / Matterport `rpn_class_loss` and `rpn_bbox_loss`.
 ///
-/// - `rpn_match`: `[B, A]`, 1 positive, −1 negative, 0 neutral (any numeric dtype);
+/// - `rpn_match`: `[B, A]` integers (`i64`), 1 positive, −1 negative, 0 neutral
+///   (`rpn_targets::MatterportTargets::rpn_match`);
 /// - `logits`: `[B, A, 2]` raw `(background, foreground)` logits (`rpn_class_logits`);
 /// - `target_bbox`: `[B, R, 4]` positives' target deltas packed in anchor order, zero-padded
 ///   (`rpn_bbox` input; `rpn_targets::matterport_targets` builds it);
@@ -102,11 +111,11 @@ pub fn matterport_losses(
     }
 
     // Objectness over labelled anchors.
-    let labelled: Vec<u32> = (0..m.len() as u32).filter(|&i| m[i as usize] != 0.0).collect();
+    let labelled: Vec<u32> = (0..m.len() as u32).filter(|&i| m[i as usize] != 0).collect();
     let objectness = if labelled.is_empty() {
         connected_zero(logits)?
     } else {
-        let classes: Vec<u32> = labelled.iter().map(|&i| u32::from(m[i as usize] == 1.0)).collect();
+        let classes: Vec<u32> = labelled.iter().map(|&i| u32::from(m[i as usize] == 1)).collect();
         let picked = logits.reshape((b * a, 2))?.index_select(&index(labelled, logits)?, 0)?;
         let log_probs = log_softmax_last(&picked)?;
         let chosen = log_probs.gather(&index(classes, logits)?.unsqueeze(1)?, 1)?;
@@ -118,7 +127,7 @@ pub fn matterport_losses(
     let mut target_rows = Vec::new();
     for img in 0..b {
         let positives: Vec<u32> =
-            (0..a).filter(|&j| m[img * a + j] == 1.0).map(|j| (img * a + j) as u32).collect();
+            (0..a).filter(|&j| m[img * a + j] == 1).map(|j| (img * a + j) as u32).collect();
         if positives.len() > rows {
             bail!(
                 "image {img} has {} positive anchors but target_bbox holds {rows} rows",
@@ -190,7 +199,7 @@ fn bce_with_logits(x: &Tensor, y: &Tensor) -> Result<Tensor> {
 
 /// Single-logit RPN losses (torchvision, detectron2).
 ///
-/// - `labels`: `[B, A]`, 1.0 positive, 0.0 negative, −1.0 ignored — *after* sampling, as
+/// - `labels`: `[B, A]` integers (`i64`), 1 positive, 0 negative, −1 ignored — *after* sampling, as
 ///   `rpn_targets` produces them;
 /// - `logits`: `[B, A]` objectness logits; `deltas`, `target_deltas`: `[B, A, 4]` in the
 ///   coder's layout (only positives' rows are read).
@@ -210,14 +219,14 @@ pub fn sigmoid_losses(
             target_deltas.dims()
         )
     }
-    let sampled: Vec<u32> = (0..l.len() as u32).filter(|&i| l[i as usize] >= 0.0).collect();
-    let positives: Vec<u32> = (0..l.len() as u32).filter(|&i| l[i as usize] > 0.0).collect();
+    let sampled: Vec<u32> = (0..l.len() as u32).filter(|&i| l[i as usize] >= 0).collect();
+    let positives: Vec<u32> = (0..l.len() as u32).filter(|&i| l[i as usize] > 0).collect();
     let n_sampled = sampled.len();
 
     let objectness = if sampled.is_empty() {
         connected_zero(logits)?
     } else {
-        let y: Vec<f32> = sampled.iter().map(|&i| l[i as usize]).collect();
+        let y: Vec<f32> = sampled.iter().map(|&i| l[i as usize] as f32).collect();
         let n = y.len();
         let x = logits.flatten_all()?.index_select(&index(sampled, logits)?, 0)?;
         let y = Tensor::from_vec(y, n, logits.device())?.to_dtype(logits.dtype())?;

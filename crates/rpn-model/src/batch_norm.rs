@@ -174,6 +174,7 @@ impl CustomOp3 for TrainBackward {
 
 /// How BatchNorm layers run in a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BatchNormMode {
     /// Normalise with the moving statistics (inference; Keras' `training=False`).
     Inference,

@@ -23,21 +23,21 @@
 //! are used where Keras has meaningful ones (seed 002, VGG16). Parameter counts equal Keras'
 //! exactly: seed 000 9,276,086 (27,520 non-trainable), seed 001 754,486, seed 002 2,382,893.
 
-mod arch;
 mod batch_norm;
 mod conv;
 mod head;
 mod matterport;
+mod network;
 mod resnet;
 mod roi_align;
 mod vgg;
 
-pub use arch::{Arch, KerasLayout, Model};
 pub use batch_norm::BatchNormMode;
 pub use head::{RpnOutputs, Seed002Head, Seed002Outputs, SeedRpnHead, SeedRpnHeadConfig};
 pub use matterport::{
     MatterportConfig, MatterportOutputs, MatterportRpn, ResNetDepth, MATTERPORT_SIDE_MULTIPLE,
 };
+pub use network::{KerasLayout, Model, Network, WeightsError};
 pub use resnet::{SeedResNet, SeedResNetConfig};
 pub use roi_align::{crop_and_resize, pyramid_roi_align, roi_level};
 pub use vgg::Vgg16;

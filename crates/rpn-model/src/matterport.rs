@@ -15,6 +15,7 @@ use crate::KERAS_BN_EPS;
 
 /// ResNet depth: blocks in stage 4 (`resnet_graph(architecture=…)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResNetDepth {
     /// `resnet50`: stage 4 has 6 blocks (`a`–`f`).
     R50,

@@ -2,6 +2,7 @@
 
 /// Everything that can go wrong while generating proposals; messages name the bad value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProposalError {
     /// A configuration value is out of its domain.
     #[error("proposal config: `{field}` {requirement}, got {value}")]

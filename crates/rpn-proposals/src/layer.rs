@@ -21,6 +21,7 @@ use crate::ProposalError;
 
 /// Objectness of every anchor, in anchor order, in the form the head produced it.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum Objectness<'a> {
     /// One logit per anchor (torchvision, detectron2, mmdet): ranked by logit, score `sigmoid`.
     Logits(&'a [f32]),
@@ -66,6 +67,7 @@ fn softmax_foreground(bg: f32, fg: f32) -> f32 {
 
 /// How many candidates survive to decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PreNmsTopK {
     /// The best `k` over all levels together (Matterport's `PRE_NMS_LIMIT` 6000).
     Global(usize),
@@ -75,6 +77,7 @@ pub enum PreNmsTopK {
 
 /// Where decoded boxes are clipped.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Clip {
     /// No clipping.
     None,
@@ -88,6 +91,7 @@ pub enum Clip {
 
 /// Minimum box size after clipping.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum MinSize {
     /// Keep every box (Matterport: "this reduces detection accuracy for small objects").
     None,
@@ -99,6 +103,7 @@ pub enum MinSize {
 
 /// What a non-finite objectness or decoded box does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NonFinite {
     /// Skip the anchor (detectron2 at inference).
     Drop,
@@ -108,6 +113,7 @@ pub enum NonFinite {
 
 /// Whether boxes of different pyramid levels suppress each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NmsScope {
     /// One NMS over all levels (Matterport).
     AcrossLevels,
@@ -360,7 +366,7 @@ pub fn generate_proposals_with(
             top_k_into(&rank, |i| finite(&rank, i), 0, k, &mut s.keys, &mut s.top)
         }
         PreNmsTopK::PerLevel(k) => {
-            for level in &anchors.levels {
+            for level in anchors.levels() {
                 let r = &rank[level.range()];
                 top_k_into(r, |i| finite(r, i), level.start as u32, k, &mut s.keys, &mut s.top);
             }
@@ -380,7 +386,7 @@ pub fn generate_proposals_with(
     s.candidate_rank.clear();
     for &a in &s.top {
         let i = a as usize;
-        let decoded = config.coder.decode(&anchors.boxes[i], deltas[i]);
+        let decoded = config.coder.decode(&anchors.boxes()[i], deltas[i]);
         if !(decoded.x1.is_finite()
             && decoded.y1.is_finite()
             && decoded.x2.is_finite()

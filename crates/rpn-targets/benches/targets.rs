@@ -53,7 +53,8 @@ fn benches(c: &mut Criterion) {
     let image = ImageSize::new(1024, 1024).expect("static size");
     let config = AnchorConfig::matterport_fpn();
     let anchors = config.generate(image).expect("preset");
-    let f32_matcher = Matcher::new(&anchors, MatcherConfig::default()).expect("default config");
+    let f32_matcher =
+        Matcher::new(anchors.clone(), MatcherConfig::default()).expect("default config");
     let f64_matcher = f32_matcher
         .clone()
         .with_f64_anchors(config.generate_f64(image).expect("preset"))

@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let config = AnchorConfig::matterport_fpn();
     let anchors = config.generate(image)?;
     // Matterport matches in float64: give the matcher its f64 anchors for identical tie sets.
-    let matcher = Matcher::new(&anchors, MatcherConfig::default())?
+    let matcher = Matcher::new(anchors.clone(), MatcherConfig::default())?
         .with_f64_anchors(config.generate_f64(image)?)?;
 
     // Three objects (pixels, Matterport's (y1, x1, y2, x2) order) and one crowd region.

@@ -5,6 +5,7 @@ use rpn_anchors::Bbox;
 /// Everything that can go wrong while building RPN targets. Messages name the offending box,
 /// field or count and its value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TargetError {
     /// A ground-truth (or crowd / ignore) box with a non-finite coordinate or a non-positive side.
     #[error(

@@ -37,7 +37,7 @@ fn non_decreasing(v: &[f32]) -> bool {
 impl AnchorGrid {
     pub(crate) fn new(anchors: &Anchors) -> Self {
         let levels = anchors
-            .levels
+            .levels()
             .iter()
             .map(|level| {
                 let (h, w, a) = (
@@ -49,7 +49,7 @@ impl AnchorGrid {
                 let mut col_hi = vec![f32::NEG_INFINITY; w];
                 let mut row_lo = vec![f32::INFINITY; h];
                 let mut row_hi = vec![f32::NEG_INFINITY; h];
-                let boxes = &anchors.boxes[level.range()];
+                let boxes = &anchors.boxes()[level.range()];
                 for y in 0..h {
                     for x in 0..w {
                         for b in &boxes[(y * w + x) * a..(y * w + x + 1) * a] {
@@ -134,7 +134,7 @@ mod tests {
         ] {
             let mut seen = vec![false; anchors.len()];
             grid.for_each_candidate(&q, |r| r.for_each(|i| seen[i] = true));
-            for (i, a) in anchors.boxes.iter().enumerate() {
+            for (i, a) in anchors.boxes().iter().enumerate() {
                 if a.intersection_area(&q) > 0.0 {
                     assert!(seen[i], "anchor {i} {a:?} overlaps {q:?} but was not visited");
                 }

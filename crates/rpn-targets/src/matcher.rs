@@ -18,6 +18,8 @@
 //! Nothing here allocates a `G × A` IoU matrix: a spatial index visits, for each GT, only the
 //! anchors that overlap it, and per-anchor state is `O(A)`.
 
+use std::sync::Arc;
+
 use rpn_anchors::{Anchors, Bbox, ImageSize};
 
 use crate::grid::AnchorGrid;
@@ -26,6 +28,7 @@ use crate::TargetError;
 
 /// The label of one anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AnchorMatch {
     /// Foreground; regresses towards GT box `gt`.
     Positive {
@@ -66,6 +69,7 @@ impl AnchorMatch {
 
 /// Which GT box a forced (low-quality) positive regresses to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum ForcedTarget {
     /// The anchor's own argmax GT, as Matterport, torchvision and detectron2 do.
     #[default]
@@ -76,6 +80,7 @@ pub enum ForcedTarget {
 
 /// How crowd boxes (`iscrowd` annotations) act on anchors.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum CrowdPolicy {
     /// Matterport: an anchor whose IoU with some crowd box is ≥ `min_iou` (0.001) is never a
     /// negative; it can still be a positive through the non-crowd GT.
@@ -93,6 +98,7 @@ pub enum CrowdPolicy {
 
 /// What to do with anchors that cross the image border.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub enum BorderPolicy {
     /// Use every anchor (Matterport, torchvision, detectron2 default).
     #[default]
@@ -260,7 +266,7 @@ impl Matches {
 ///
 /// let image = ImageSize::new(64, 64)?;
 /// let anchors = AnchorConfig::seed001().generate(image)?;
-/// let matcher = Matcher::new(&anchors, MatcherConfig::default())?;
+/// let matcher = Matcher::new(anchors.clone(), MatcherConfig::default())?;
 /// let gt = [Bbox::new(10.0, 12.0, 30.0, 28.0)];
 /// let m = matcher.match_anchors(&gt, &[], image)?;
 /// assert!(m.num_positive() >= 1);
@@ -270,8 +276,8 @@ impl Matches {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Matcher<'a> {
-    anchors: &'a Anchors,
+pub struct Matcher {
+    anchors: Arc<Anchors>,
     precision: Precision,
     grid: AnchorGrid,
     config: MatcherConfig,
@@ -303,13 +309,19 @@ fn reset<T: Clone>(v: &mut Vec<T>, n: usize, value: T) {
     v.resize(n, value);
 }
 
-impl<'a> Matcher<'a> {
+impl Matcher {
     /// A matcher for `anchors` with `config` (validated here), computing IoU in `f32` like
-    /// torchvision.
-    pub fn new(anchors: &'a Anchors, config: MatcherConfig) -> Result<Self, TargetError> {
+    /// torchvision. The matcher owns (a share of) its anchors, so one matcher serves a whole
+    /// training run: pass an `Anchors` or an `Arc<Anchors>` shared with other users.
+    pub fn new(
+        anchors: impl Into<Arc<Anchors>>,
+        config: MatcherConfig,
+    ) -> Result<Self, TargetError> {
         config.validate()?;
-        let soa = SoaAnchors::new(anchors.boxes.iter().map(|b| b.to_xyxy()));
-        Ok(Self { anchors, precision: Precision::F32(soa), grid: AnchorGrid::new(anchors), config })
+        let anchors = anchors.into();
+        let soa = SoaAnchors::new(anchors.boxes().iter().map(|b| b.to_xyxy()));
+        let grid = AnchorGrid::new(&anchors);
+        Ok(Self { anchors, precision: Precision::F32(soa), grid, config })
     }
 
     /// Matches in Matterport's precision: `f64` IoU on the anchors' `f64` corners (from
@@ -330,8 +342,8 @@ impl<'a> Matcher<'a> {
     }
 
     /// The anchors being matched.
-    pub fn anchors(&self) -> &'a Anchors {
-        self.anchors
+    pub fn anchors(&self) -> &Arc<Anchors> {
+        &self.anchors
     }
 
     /// Labels every anchor for one image. `gt`: object boxes (pixels); `crowd`: crowd boxes or
@@ -386,7 +398,7 @@ impl<'a> Matcher<'a> {
         out: &mut Matches,
     ) {
         let c = &self.config;
-        let boxes = &self.anchors.boxes;
+        let boxes = self.anchors.boxes();
         let n = boxes.len();
         let mut work_max = std::mem::take(T::work_max(&mut out.work_max));
         reset(&mut work_max, n, T::ZERO);

@@ -143,7 +143,7 @@ fn reset_zero<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
 /// let image = ImageSize::new(1024, 1024)?;
 /// let anchors = AnchorConfig::matterport_fpn().generate(image)?;
 /// let mut builder = TargetBuilder::new(
-///     Matcher::new(&anchors, MatcherConfig::default())?,
+///     Matcher::new(anchors.clone(), MatcherConfig::default())?,
 ///     Sampler::new(SamplerConfig::default())?,
 ///     BoxCoder::matterport(),
 /// );
@@ -156,8 +156,8 @@ fn reset_zero<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct TargetBuilder<'a> {
-    matcher: Matcher<'a>,
+pub struct TargetBuilder {
+    matcher: Matcher,
     sampler: Sampler,
     coder: BoxCoder,
     matches: Matches,
@@ -165,9 +165,9 @@ pub struct TargetBuilder<'a> {
     torchvision: TorchvisionTargets,
 }
 
-impl<'a> TargetBuilder<'a> {
+impl TargetBuilder {
     /// Wires a matcher, a sampler and a coder.
-    pub fn new(matcher: Matcher<'a>, sampler: Sampler, coder: BoxCoder) -> Self {
+    pub fn new(matcher: Matcher, sampler: Sampler, coder: BoxCoder) -> Self {
         Self {
             matcher,
             sampler,
@@ -205,7 +205,7 @@ impl<'a> TargetBuilder<'a> {
     ) -> Result<(&MatterportTargets, SampleCounts), TargetError> {
         let counts = self.match_and_sample(gt, crowd, image, rng)?;
         let rows = self.sampler.config().batch_size;
-        let anchors = &self.matcher.anchors().boxes;
+        let anchors = self.matcher.anchors().boxes();
         matterport_targets_into(
             anchors,
             gt,
@@ -226,7 +226,7 @@ impl<'a> TargetBuilder<'a> {
         rng: &mut R,
     ) -> Result<(&TorchvisionTargets, SampleCounts), TargetError> {
         let counts = self.match_and_sample(gt, crowd, image, rng)?;
-        let anchors = &self.matcher.anchors().boxes;
+        let anchors = self.matcher.anchors().boxes();
         torchvision_targets_into(
             anchors,
             gt,

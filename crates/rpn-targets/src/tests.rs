@@ -52,13 +52,13 @@ fn gt_box() -> impl Strategy<Value = Bbox> {
 #[test]
 fn no_gt_means_all_negative_and_crowd_keeps_some_from_being_negative() {
     let anchors = seed_anchors();
-    let matcher = Matcher::new(&anchors, MatcherConfig::default()).unwrap();
+    let matcher = Matcher::new(anchors.clone(), MatcherConfig::default()).unwrap();
     let crowd = [Bbox::new(0.0, 0.0, 20.0, 20.0)];
     let m = matcher.match_anchors(&[], &crowd, image()).unwrap();
     assert_eq!(m.num_positive(), 0);
     let not_negative = m.labels.iter().filter(|l| **l == AnchorMatch::Ignored).count();
     assert!(not_negative > 0 && not_negative < anchors.len());
-    for (a, l) in anchors.boxes.iter().zip(&m.labels) {
+    for (a, l) in anchors.boxes().iter().zip(&m.labels) {
         assert_eq!(*l == AnchorMatch::Ignored, a.iou(&crowd[0]) >= 0.001, "{a:?}");
     }
 }
@@ -66,7 +66,7 @@ fn no_gt_means_all_negative_and_crowd_keeps_some_from_being_negative() {
 #[test]
 fn invalid_gt_is_an_error_naming_the_box() {
     let anchors = seed_anchors();
-    let matcher = Matcher::new(&anchors, MatcherConfig::default()).unwrap();
+    let matcher = Matcher::new(anchors.clone(), MatcherConfig::default()).unwrap();
     let gt = [Bbox::new(0.0, 0.0, 5.0, 5.0), Bbox::new(10.0, 3.0, 10.0, 20.0)];
     let err = matcher.match_anchors(&gt, &[], image()).unwrap_err();
     assert_eq!(
@@ -82,14 +82,14 @@ fn invalid_gt_is_an_error_naming_the_box() {
 fn zero_iou_gt_forces_everything_unless_min_forced_iou_is_set() {
     let anchors = seed_anchors();
     let far = [Bbox::new(500.0, 500.0, 510.0, 510.0)];
-    let peers = Matcher::new(&anchors, MatcherConfig::default())
+    let peers = Matcher::new(anchors.clone(), MatcherConfig::default())
         .unwrap()
         .match_anchors(&far, &[], image())
         .unwrap();
     assert_eq!(peers.num_positive(), anchors.len(), "the peers' rule: every anchor ties at IoU 0");
     let config = MatcherConfig { min_forced_iou: f32::MIN_POSITIVE, ..MatcherConfig::default() };
     let guarded =
-        Matcher::new(&anchors, config).unwrap().match_anchors(&far, &[], image()).unwrap();
+        Matcher::new(anchors.clone(), config).unwrap().match_anchors(&far, &[], image()).unwrap();
     assert_eq!((guarded.num_positive(), guarded.num_negative()), (0, anchors.len()));
 }
 
@@ -98,13 +98,14 @@ fn forcing_gt_option_regresses_to_the_gt_that_forced() {
     // Anchor (-8, -8, 8, 8)-like boxes: GT 0 large and covering, GT 1 tiny inside the same anchor.
     let anchors = seed_anchors();
     let gt = [Bbox::new(0.0, 0.0, 40.0, 40.0), Bbox::new(30.0, 30.0, 31.0, 31.0)];
-    let own = Matcher::new(&anchors, MatcherConfig::default())
+    let own = Matcher::new(anchors.clone(), MatcherConfig::default())
         .unwrap()
         .match_anchors(&gt, &[], image())
         .unwrap();
     let config =
         MatcherConfig { forced_target: ForcedTarget::ForcingGt, ..MatcherConfig::default() };
-    let forcing = Matcher::new(&anchors, config).unwrap().match_anchors(&gt, &[], image()).unwrap();
+    let forcing =
+        Matcher::new(anchors.clone(), config).unwrap().match_anchors(&gt, &[], image()).unwrap();
     let mut differs = 0;
     for (o, f) in own.labels.iter().zip(&forcing.labels) {
         assert_eq!(o.is_positive(), f.is_positive());
@@ -124,11 +125,11 @@ fn border_policy_ignores_crossing_anchors() {
         border: BorderPolicy::IgnoreOutside { tolerance: 0.0 },
         ..MatcherConfig::default()
     };
-    let m = Matcher::new(&anchors, config)
+    let m = Matcher::new(anchors.clone(), config)
         .unwrap()
         .match_anchors(&[Bbox::new(0.0, 0.0, 12.0, 12.0)], &[], image())
         .unwrap();
-    for (a, l) in anchors.boxes.iter().zip(&m.labels) {
+    for (a, l) in anchors.boxes().iter().zip(&m.labels) {
         let inside = a.x1 >= 0.0 && a.y1 >= 0.0 && a.x2 <= 64.0 && a.y2 <= 64.0;
         assert!(inside || *l == AnchorMatch::Ignored, "{a:?} crosses the border but is {l:?}");
     }
@@ -143,7 +144,8 @@ fn ignore_regions_override_positives() {
         crowd: CrowdPolicy::IgnoreCovered { min_coverage: 0.5 },
         ..MatcherConfig::default()
     };
-    let m = Matcher::new(&anchors, config).unwrap().match_anchors(&gt, &gt, image()).unwrap();
+    let m =
+        Matcher::new(anchors.clone(), config).unwrap().match_anchors(&gt, &gt, image()).unwrap();
     assert_eq!(m.num_positive(), 0);
 }
 
@@ -178,11 +180,11 @@ proptest! {
     #[test]
     fn indexed_matcher_equals_the_dense_rule(gt in prop::collection::vec(gt_box(), 0..6)) {
         let anchors = seed_anchors();
-        let m = Matcher::new(&anchors, MatcherConfig::default()).unwrap().match_anchors(&gt, &[], image()).unwrap();
+        let m = Matcher::new(anchors.clone(), MatcherConfig::default()).unwrap().match_anchors(&gt, &[], image()).unwrap();
         if gt.is_empty() {
             prop_assert!(m.labels.iter().all(|l| *l == AnchorMatch::Negative));
         } else {
-            prop_assert_eq!(m.labels, dense_reference(&anchors.boxes, &gt));
+            prop_assert_eq!(m.labels, dense_reference(anchors.boxes(), &gt));
         }
     }
 
@@ -190,11 +192,11 @@ proptest! {
     fn every_gt_overlapping_an_anchor_gets_a_positive(gt in prop::collection::vec(gt_box(), 1..6), eps in prop_oneof![Just(0.0f32), Just(1e-5)]) {
         let anchors = seed_anchors();
         let config = MatcherConfig { tie_epsilon: eps, ..MatcherConfig::default() };
-        let m = Matcher::new(&anchors, config).unwrap().match_anchors(&gt, &[], image()).unwrap();
+        let m = Matcher::new(anchors.clone(), config).unwrap().match_anchors(&gt, &[], image()).unwrap();
         for g in &gt {
-            if anchors.boxes.iter().any(|a| a.iou(g) > 0.0) {
-                let best = anchors.boxes.iter().map(|a| a.iou(g)).fold(0.0, f32::max);
-                prop_assert!(anchors.boxes.iter().zip(&m.labels).any(|(a, l)| l.is_positive() && a.iou(g) >= best - eps));
+            if anchors.boxes().iter().any(|a| a.iou(g) > 0.0) {
+                let best = anchors.boxes().iter().map(|a| a.iou(g)).fold(0.0, f32::max);
+                prop_assert!(anchors.boxes().iter().zip(&m.labels).any(|(a, l)| l.is_positive() && a.iou(g) >= best - eps));
             }
         }
     }
@@ -226,7 +228,7 @@ proptest! {
     #[test]
     fn no_panic_on_arbitrary_finite_input(raw in prop::collection::vec(prop::array::uniform4(-1e6f32..1e6), 0..8)) {
         let anchors = seed_anchors();
-        let matcher = Matcher::new(&anchors, MatcherConfig::default()).unwrap();
+        let matcher = Matcher::new(anchors.clone(), MatcherConfig::default()).unwrap();
         let boxes: Vec<Bbox> = raw.iter().map(|r| Bbox::from_xyxy(*r)).collect();
         match matcher.match_anchors(&boxes, &boxes, image()) {
             Ok(m) => prop_assert_eq!(m.labels.len(), anchors.len()),

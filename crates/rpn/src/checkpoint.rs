@@ -9,7 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rpn_model::Arch;
+use rpn_model::Model;
+
+use crate::Architecture;
 
 use crate::Error;
 
@@ -38,7 +40,7 @@ pub fn write_atomic(
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        checkpoint_err(path, format!("cannot write: {e}"))
+        Error::io(path, "cannot write", e)
     })
 }
 
@@ -53,8 +55,7 @@ pub type SafetensorsContents = (HashMap<String, Tensor>, HashMap<String, String>
 
 /// Reads every tensor and the metadata of a safetensors file.
 pub fn read(path: &Path, device: &Device) -> Result<SafetensorsContents, Error> {
-    let bytes =
-        std::fs::read(path).map_err(|e| checkpoint_err(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read", e))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| checkpoint_err(path, format!("not a safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
@@ -63,36 +64,20 @@ pub fn read(path: &Path, device: &Device) -> Result<SafetensorsContents, Error> 
     Ok((tensors, metadata))
 }
 
-/// Reads the safetensors weights of `arch` from `path` on `device`, checking that every tensor
-/// the model needs is there with its shape (extra tensors, e.g. a checkpoint's optimizer state,
-/// are ignored). Errors name the file, the tensor and both shapes.
-pub fn load_weights(
+/// Reads `arch`'s network from the safetensors file at `path` on `device`, with the file's
+/// metadata. The network is built once, straight from the file's tensors: every tensor it needs
+/// must be there with its shape ([`Error::Weights`] names the tensor and both shapes); extra
+/// tensors, e.g. a checkpoint's optimizer state, are ignored.
+pub fn load_model(
     path: &Path,
-    arch: Arch,
+    arch: &Architecture,
     device: &Device,
-) -> Result<HashMap<String, Tensor>, Error> {
-    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(path, device)
-        .map_err(|e| checkpoint_err(path, format!("cannot read safetensors: {e}")))?;
-    for (name, shape) in arch.tensor_shapes()? {
-        match tensors.get(&name) {
-            None => {
-                return Err(checkpoint_err(
-                    path,
-                    format!("no tensor `{name}` {shape:?}: not {} weights", arch.name()),
-                ))
-            }
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(checkpoint_err(
-                    path,
-                    format!(
-                        "tensor `{name}` has shape {:?}, {} needs {shape:?}",
-                        t.dims(),
-                        arch.name()
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(tensors)
+) -> Result<(Model, HashMap<String, String>), Error> {
+    let (tensors, metadata) = read(path, device)?;
+    let model = arch.network.build_from(tensors, device).map_err(|source| Error::Weights {
+        path: path.to_path_buf(),
+        arch: arch.name,
+        source: Box::new(source),
+    })?;
+    Ok((model, metadata))
 }

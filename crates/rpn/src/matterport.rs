@@ -1,14 +1,7 @@
-//! Matterport Mask R-CNN's RPN end to end: input pipeline (`square` resize + centred zero pad +
-//! `MEAN_PIXEL`), ResNet-FPN + shared head, Matterport's anchors and `ProposalLayer`, and the
-//! mapping of proposals back to the original image.
+//! Matterport's input pipeline (`square` resize + centred zero pad + `MEAN_PIXEL`) and the mapping
+//! of boxes back to the original image.
 
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use rpn_anchors::{AnchorConfig, Anchors, Bbox, ImageSize};
-use rpn_model::{Arch, MatterportOutputs, MatterportRpn};
-use rpn_proposals::{ProposalConfig, Proposals};
+use rpn_anchors::{Bbox, ImageSize};
 
 use crate::Error;
 
@@ -60,7 +53,11 @@ pub fn mold_square(
 ) -> Result<MoldedImage, Error> {
     let (w0, h0) = (img.width(), img.height());
     if w0 == 0 || h0 == 0 || max_dim == 0 {
-        return Err(Error::Config(format!("cannot mold a {w0}×{h0} image to {max_dim}²")));
+        return Err(Error::invalid(
+            "image to mold",
+            format!("{w0}×{h0} (width × height) into {max_dim}²"),
+            "both sides and IMAGE_MAX_DIM must be > 0",
+        ));
     }
     let mut scale = (min_dim as f64 / h0.min(w0) as f64).max(1.0);
     if (h0.max(w0) as f64 * scale).round() > max_dim as f64 {
@@ -90,79 +87,4 @@ pub fn mold_square(
         scale: scale as f32,
         original: ImageSize { height: h0, width: w0 },
     })
-}
-
-/// Model outputs and proposals of one batch.
-#[derive(Debug, Clone)]
-pub struct MatterportRun {
-    /// The network's outputs (Keras layout; P2–P6 NCHW).
-    pub outputs: MatterportOutputs,
-    /// Per image, ranked, in Matterport's **normalised** coordinates (`Bbox` fields hold the
-    /// normalised x/y; [`Bbox::to_yxyx`]-style `(y1, x1, y2, x2)` is Matterport's `rpn_rois`).
-    pub proposals: Vec<Proposals>,
-}
-
-/// Matterport's RPN with its anchors for one molded size.
-#[derive(Debug, Clone)]
-pub struct MatterportPipeline {
-    /// The network.
-    pub model: MatterportRpn,
-    /// Matterport's anchors in normalised coordinates (`generate_pyramid_anchors` + `norm_boxes`).
-    pub anchors: Anchors,
-    /// The molded input size.
-    pub image: ImageSize,
-    /// The proposal layer: [`ProposalConfig::matterport_inference`] by default.
-    pub proposals: ProposalConfig,
-    device: Device,
-}
-
-impl MatterportPipeline {
-    /// Loads weights written by `rpn port-keras --arch matterport-resnet50|101` for `image`
-    /// (molded size, sides multiples of 64).
-    pub fn load(
-        arch: Arch,
-        weights: &Path,
-        image: ImageSize,
-        device: Device,
-    ) -> Result<Self, Error> {
-        let config = arch.matterport_config().ok_or_else(|| {
-            Error::Config(format!("{} is not a Matterport architecture", arch.name()))
-        })?;
-        let tensors = crate::checkpoint::load_weights(weights, arch, &device)?;
-        let model =
-            MatterportRpn::new(&config, VarBuilder::from_tensors(tensors, DType::F32, &device))?;
-        Self::new(model, image, device)
-    }
-
-    /// Wraps a built model for `image`-sized molded inputs.
-    pub fn new(model: MatterportRpn, image: ImageSize, device: Device) -> Result<Self, Error> {
-        let anchors = AnchorConfig::matterport_fpn().generate_matterport_normalized(image)?;
-        Ok(Self {
-            model,
-            anchors,
-            image,
-            proposals: ProposalConfig::matterport_inference(),
-            device,
-        })
-    }
-
-    /// Runs molded NHWC images `[B, H, W, 3]` through the network and the proposal layer.
-    pub fn run(&self, molded: &Tensor) -> Result<MatterportRun, Error> {
-        let (_, h, w, _) = molded.dims4()?;
-        if (h as u32, w as u32) != (self.image.height, self.image.width) {
-            return Err(Error::Config(format!(
-                "input is {h}×{w}, the pipeline was built for {}×{}",
-                self.image.height, self.image.width
-            )));
-        }
-        let outputs = self.model.forward_nhwc(&molded.to_device(&self.device)?)?;
-        let proposals = crate::pipeline::proposals_per_image(
-            &outputs.logits,
-            &outputs.deltas,
-            &self.proposals,
-            &self.anchors,
-            self.image,
-        )?;
-        Ok(MatterportRun { outputs, proposals })
-    }
 }

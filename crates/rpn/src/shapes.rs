@@ -13,6 +13,7 @@ use rpn_proposals::nms;
 
 /// What a shape is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShapeKind {
     /// Axis-aligned square.
     Square,

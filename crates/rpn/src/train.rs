@@ -7,22 +7,20 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand_chacha::ChaCha8Rng;
-use rpn_anchors::{Anchors, BoxCoder, ImageSize};
+use rpn_anchors::{BoxCoder, ImageSize};
 use rpn_loss::matterport_losses;
-use rpn_model::{Arch, BatchNormMode, SeedRpn};
-use rpn_targets::{
-    matterport_targets_into, seeded_rng, Matcher, MatcherConfig, MatterportTargets, Sampler,
-    SamplerConfig,
-};
+use rpn_model::{BatchNormMode, Model, SeedRpn};
+use rpn_targets::{seeded_rng, Matcher, MatcherConfig, Sampler, SamplerConfig, TargetBuilder};
 
 use crate::checkpoint;
 use crate::data::{stream_rng, streams, training_index, Dataset, ShapesSource};
-use crate::pipeline::{seed_configs, RpnPipeline};
-use crate::Error;
+use crate::proposer::{build_network, Proposer, ProposerOptions};
+use crate::{Architecture, Error};
 
 /// How the learning rate changes with the step (a factor on [`TrainConfig::lr`]).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LrSchedule {
     /// Always `lr` (seed 001).
     Constant,
@@ -94,21 +92,20 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Rejects values that cannot train (names the field and value).
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |what: &str, v: String| Err(Error::Config(format!("{what} {v} is out of range")));
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("learning rate", self.lr.to_string());
+            return Err(Error::invalid("learning rate", self.lr, "a finite number > 0"));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return bad("momentum (needs 0 ≤ m < 1)", self.momentum.to_string());
+            return Err(Error::invalid("momentum", self.momentum, "0 ≤ m < 1"));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return bad("weight decay", self.weight_decay.to_string());
+            return Err(Error::invalid("weight decay", self.weight_decay, "a finite number ≥ 0"));
         }
         if self.batch_size == 0 {
-            return bad("batch size", "0".into());
+            return Err(Error::invalid("batch size", 0, "at least 1"));
         }
         if let Some(c) = self.clip_grad_norm.filter(|c| !(*c > 0.0 && c.is_finite())) {
-            return bad("gradient clipping norm", c.to_string());
+            return Err(Error::invalid("gradient clipping norm", c, "a finite number > 0"));
         }
         Ok(())
     }
@@ -213,26 +210,30 @@ impl StepLosses {
 const CHECKPOINT_FORMAT: &str = "rpn-checkpoint-1";
 const VELOCITY_PREFIX: &str = "optimizer.velocity.";
 
+/// Training keeps every activation for the backward pass: a step needs about this many times
+/// the memory of a forward pass (measured on seed 001, with margin).
+const TRAINING_MEMORY_FACTOR: u64 = 4;
+
 /// Trains a seed RPN (000 or 001) one batch per [`Trainer::step`].
 pub struct Trainer {
     /// The variables (weights and BN statistics).
     pub varmap: VarMap,
     /// The model being trained.
     pub model: SeedRpn,
-    arch: Arch,
-    anchors: Anchors,
+    arch: Architecture,
     image: ImageSize,
     dataset: Box<dyn Dataset>,
     optimizer: SgdMomentum,
     config: TrainConfig,
     step: usize,
-    targets: MatterportTargets,
+    /// Matcher (owning the anchors), sampler and coder, reused by every image of the run.
+    targets: TargetBuilder,
 }
 
 impl std::fmt::Debug for Trainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer")
-            .field("arch", &self.arch)
+            .field("arch", &self.arch.name)
             .field("dataset", &self.dataset.describe())
             .field("config", &self.config)
             .field("step", &self.step)
@@ -243,16 +244,61 @@ impl std::fmt::Debug for Trainer {
 impl Trainer {
     /// A fresh `arch` (seed000 or seed001) initialised as Keras does (Glorot-uniform kernels, zero
     /// biases, BN γ = 1, β = 0) from `config.seed`: the same seed and data give the same losses.
-    pub fn new(arch: Arch, config: TrainConfig, dataset: Box<dyn Dataset>) -> Result<Self, Error> {
+    pub fn new(
+        arch: &Architecture,
+        config: TrainConfig,
+        dataset: Box<dyn Dataset>,
+    ) -> Result<Self, Error> {
         config.validate()?;
-        let (backbone, anchor_config) = seed_configs(arch)?;
+        let rpn = match arch.rpn() {
+            Some(rpn) if rpn.trainable => rpn,
+            _ => {
+                return Err(Error::Unsupported {
+                    arch: arch.name,
+                    what: "training supports seed000 and seed001 for now".into(),
+                })
+            }
+        };
+        let image = dataset.image_size();
+        let stride = arch.network.stride() as u32;
+        if !image.height.is_multiple_of(stride) || !image.width.is_multiple_of(stride) {
+            return Err(Error::invalid(
+                "training image size",
+                format!("{}×{}", image.height, image.width),
+                format!("sides that are multiples of {}'s stride {stride}", arch.name),
+            ));
+        }
+        let budget = crate::memory_budget_from_env()?;
+        let needed = (u64::from(image.height) * u64::from(image.width))
+            .saturating_mul(rpn.bytes_per_input_pixel)
+            .saturating_mul(TRAINING_MEMORY_FACTOR)
+            .saturating_mul(config.batch_size as u64);
+        if needed > budget {
+            return Err(Error::OverMemoryBudget {
+                what: format!(
+                    "training {} on batches of {} images of {}×{}",
+                    arch.name, config.batch_size, image.height, image.width
+                ),
+                needed_bytes: needed,
+                budget_bytes: budget,
+            });
+        }
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let model = SeedRpn::new(&backbone, 9, vb)?;
+        let Model::SeedRpn(model) = arch.network.build(vb)? else {
+            return Err(Error::Unsupported {
+                arch: arch.name,
+                what: "only the seed networks are trainable".into(),
+            });
+        };
         keras_init(&varmap, &mut seeded_rng(config.seed))?;
-        let image = dataset.image_size();
-        let anchors = anchor_config.generate(image)?;
+        let anchors = rpn.anchors.generate(image)?;
+        let targets = TargetBuilder::new(
+            Matcher::new(anchors, MatcherConfig::default())?,
+            Sampler::new(SamplerConfig::default())?,
+            BoxCoder::matterport(),
+        );
         // Only weights and biases learn; the BN moving statistics are updated by the forward pass.
         let trainable = {
             let vars = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
@@ -268,25 +314,25 @@ impl Trainer {
         Ok(Self {
             varmap,
             model,
-            arch,
-            anchors,
+            arch: arch.clone(),
             image,
             dataset,
             optimizer,
             config,
             step: 0,
-            targets: MatterportTargets::default(),
+            targets,
         })
     }
 
     /// Seed 001 on its synthetic shapes (training stream of `config.seed`).
     pub fn seed001(config: TrainConfig) -> Result<Self, Error> {
-        Self::new(Arch::Seed001, config, Box::new(ShapesSource::train(config.seed)))
+        let arch: Architecture = "seed001".parse()?;
+        Self::new(&arch, config, Box::new(ShapesSource::train(config.seed)))
     }
 
     /// The architecture being trained.
-    pub fn arch(&self) -> Arch {
-        self.arch
+    pub fn arch(&self) -> &Architecture {
+        &self.arch
     }
 
     /// Steps done so far.
@@ -307,31 +353,22 @@ impl Trainer {
     /// One SGD step on the next batch; returns its losses (before the update).
     pub fn step(&mut self) -> Result<StepLosses, Error> {
         let b = self.config.batch_size;
-        let matcher = Matcher::new(&self.anchors, MatcherConfig::default())?;
-        let mut sampler = Sampler::new(SamplerConfig::default())?;
-        let rows = sampler.config().batch_size;
         let (mut pixels, mut matches, mut bbox) = (Vec::new(), Vec::new(), Vec::<f32>::new());
+        let mut rows = 0;
         for j in 0..b {
             let k = self.step * b + j;
             let sample =
                 self.dataset.get(training_index(self.dataset.as_ref(), self.config.seed, k))?;
-            let mut m = matcher.match_anchors(&sample.boxes, &sample.crowd, self.image)?;
             let mut rng = stream_rng(self.config.seed, streams::ANCHOR_SAMPLING | k as u64);
-            sampler.sample(&mut m.labels, &mut rng);
-            matterport_targets_into(
-                &self.anchors.boxes,
-                &sample.boxes,
-                &m.labels,
-                &BoxCoder::matterport(),
-                rows,
-                &mut self.targets,
-            )?;
+            let (targets, _) =
+                self.targets.matterport(&sample.boxes, &sample.crowd, self.image, &mut rng)?;
+            rows = targets.rpn_bbox.len();
             pixels.extend(sample.pixels);
-            matches.extend(self.targets.rpn_match.iter().map(|&v| v as f32));
-            bbox.extend(self.targets.rpn_bbox.iter().flatten().copied());
+            matches.extend(targets.rpn_match.iter().map(|&v| i64::from(v)));
+            bbox.extend(targets.rpn_bbox.iter().flatten().copied());
         }
         let (h, w) = (self.image.height as usize, self.image.width as usize);
-        let a = self.anchors.len();
+        let a = matches.len() / b;
         let images = Tensor::from_vec(pixels, (b, h, w, 3), &Device::Cpu)?;
         let rpn_match = Tensor::from_vec(matches, (b, a), &Device::Cpu)?;
         let target_bbox = Tensor::from_vec(bbox, (b, rows, 4), &Device::Cpu)?;
@@ -366,19 +403,19 @@ impl Trainer {
         Ok(())
     }
 
-    /// The trained model as an inference pipeline (BN with its moving statistics), on a frozen
-    /// copy of the weights: later training steps do not change it, and no gradients are tracked.
-    pub fn pipeline(&self) -> Result<RpnPipeline, Error> {
-        let (backbone, _) = seed_configs(self.arch)?;
+    /// The trained model as a [`Proposer`] (BN with its moving statistics) at the training
+    /// image size, on a frozen copy of the weights: later training steps do not change it, and
+    /// no gradients are tracked.
+    pub fn proposer(&self) -> Result<Proposer, Error> {
         // `copy`: a detached tensor still shares the variable's storage, which `Var::set` writes.
         let frozen = self
             .named_vars()?
             .into_iter()
             .map(|(k, t)| Ok((k, t.detach().copy()?)))
             .collect::<Result<HashMap<String, Tensor>, candle_core::Error>>()?;
-        let vb = VarBuilder::from_tensors(frozen, DType::F32, &Device::Cpu);
-        let model = SeedRpn::new(&backbone, 9, vb)?;
-        RpnPipeline::new(self.arch, model, self.image, Device::Cpu)
+        let model = build_network(&self.arch.network, frozen, &Device::Cpu)?;
+        let options = ProposerOptions { input_side: Some(self.image.height), ..Default::default() };
+        Proposer::from_model(&self.arch, model, Some(self.image.height), options)
     }
 
     fn named_vars(&self) -> Result<BTreeMap<String, Tensor>, Error> {
@@ -390,8 +427,10 @@ impl Trainer {
     /// [`RpnPipeline::load`] read) to `path`, atomically.
     pub fn save_weights(&self, path: &Path) -> Result<(), Error> {
         let metadata = HashMap::from([
-            ("arch".to_owned(), self.arch.name().to_owned()),
+            ("arch".to_owned(), self.arch.name.to_owned()),
             ("step".to_owned(), self.step.to_string()),
+            // The input size the Proposer uses by default for these weights.
+            ("image_size".to_owned(), self.image.height.to_string()),
         ]);
         checkpoint::write_atomic(path, &self.named_vars()?, metadata)
     }
@@ -403,12 +442,15 @@ impl Trainer {
         for (name, _, velocity) in &self.optimizer.vars {
             tensors.insert(format!("{VELOCITY_PREFIX}{name}"), velocity.clone());
         }
-        let config = serde_json::to_string(&self.config)
-            .map_err(|e| Error::Config(format!("cannot serialise the configuration: {e}")))?;
+        let config = serde_json::to_string(&self.config).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("cannot serialise the configuration: {e}"),
+        })?;
         let metadata = HashMap::from([
             ("format".to_owned(), CHECKPOINT_FORMAT.to_owned()),
-            ("arch".to_owned(), self.arch.name().to_owned()),
+            ("arch".to_owned(), self.arch.name.to_owned()),
             ("step".to_owned(), self.step.to_string()),
+            ("image_size".to_owned(), self.image.height.to_string()),
             ("config".to_owned(), config),
             ("dataset".to_owned(), self.dataset.describe()),
         ]);
@@ -428,12 +470,12 @@ impl Trainer {
         if field("format")? != CHECKPOINT_FORMAT {
             return Err(err(format!("unknown checkpoint format `{}`", field("format")?)));
         }
-        let arch = Arch::parse(field("arch")?).map_err(err)?;
+        let arch: Architecture = field("arch")?.parse()?;
         let step: usize =
             field("step")?.parse().map_err(|e| err(format!("bad step in metadata: {e}")))?;
         let config: TrainConfig = serde_json::from_str(field("config")?)
             .map_err(|e| err(format!("bad configuration in metadata: {e}")))?;
-        let mut trainer = Self::new(arch, config, dataset)?;
+        let mut trainer = Self::new(&arch, config, dataset)?;
         let tensor =
             |name: &str| tensors.get(name).ok_or_else(|| err(format!("missing tensor `{name}`")));
         {

@@ -1,0 +1,707 @@
+//! One way from an image to proposals, for every registered architecture.
+//!
+//! A [`Proposer`] is an [`Architecture`] with its weights loaded once: it preprocesses each image
+//! as the architecture says, checks the input against the memory budget before allocating
+//! anything, runs the network (images of one input size share a batch), runs the proposal layer
+//! on anchors built once per input size, and maps the boxes back to the **original image's
+//! pixels**. Matterport's already-molded tensors have their own entry,
+//! [`Proposer::propose_molded`], which returns Matterport's normalised `rpn_rois` layout as
+//! [`MatterportProposals`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Device, Module, Tensor};
+use rpn_anchors::{Anchors, Bbox, ImageSize, NormalizedBox};
+use rpn_model::{MatterportRpn, Model, Network, Seed002Head, SeedRpn, Vgg16};
+use rpn_proposals::{
+    generate_proposals_with, Clip, Objectness, ProposalConfig, ProposalScratch, Proposals,
+};
+
+use crate::arch::{Architecture, Coordinates, Preprocessing, RpnSpec, ScoreKind};
+use crate::checkpoint;
+use crate::data::{resize_to_pixels, Dataset};
+use crate::eval::{RecallAccumulator, RecallReport};
+use crate::matterport::{mold_square, MoldedImage};
+use crate::Error;
+
+/// Environment variable that sets the memory budget, in bytes (`8G`, `512M` and `K` suffixes
+/// are understood).
+pub const MEMORY_BUDGET_ENV: &str = "RPN_MEMORY_BUDGET";
+
+/// The memory budget when [`MEMORY_BUDGET_ENV`] is not set: 8 GiB, a third of a 24 GiB machine.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 8 << 30;
+
+/// Keras' `preprocess_input` (caffe): BGR means subtracted from 0–255 values.
+pub const VGG_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
+
+/// The memory budget from [`MEMORY_BUDGET_ENV`], else [`DEFAULT_MEMORY_BUDGET`].
+pub fn memory_budget_from_env() -> Result<u64, Error> {
+    match std::env::var(MEMORY_BUDGET_ENV) {
+        Ok(text) => parse_bytes(&text).ok_or_else(|| {
+            Error::invalid(
+                "memory budget",
+                format!("{MEMORY_BUDGET_ENV}={text}"),
+                "a positive number of bytes, optionally with a K, M or G suffix",
+            )
+        }),
+        Err(_) => Ok(DEFAULT_MEMORY_BUDGET),
+    }
+}
+
+/// `123`, `64K`, `512M`, `8G` (powers of 1024) → bytes; `None` for anything else or zero.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 10),
+        (i, 'm' | 'M') => (&text[..i], 20),
+        (i, 'g' | 'G') => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits.trim().parse().ok()?;
+    value.checked_mul(1u64 << shift).filter(|&v| v > 0)
+}
+
+/// How a [`Proposer`] runs. `Default` is the CPU, the architecture's own input size and
+/// proposal preset, and the memory budget of [`memory_budget_from_env`].
+#[derive(Debug, Clone)]
+pub struct ProposerOptions {
+    /// Where the network runs.
+    pub device: Device,
+    /// The backbone's weights, for architectures that have a separate one (seed 002: VGG16).
+    pub backbone_weights: Option<PathBuf>,
+    /// The input size: the side for the seeds (default: the size the checkpoint was trained
+    /// at), the longest side for seed 002 (default 1024), `IMAGE_MAX_DIM` for Matterport
+    /// (default 1024).
+    pub input_side: Option<u32>,
+    /// Replaces the architecture's proposal preset (its clip is set per input where the
+    /// architecture clips to the image).
+    pub proposals: Option<ProposalConfig>,
+    /// Bytes a forward pass may use; `None`: [`memory_budget_from_env`].
+    pub memory_budget: Option<u64>,
+}
+
+impl Default for ProposerOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            backbone_weights: None,
+            input_side: None,
+            proposals: None,
+            memory_budget: None,
+        }
+    }
+}
+
+/// One proposal in original-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageProposal {
+    /// `x1, y1, x2, y2` in the original image's pixels.
+    pub bbox: Bbox,
+    /// Objectness probability.
+    pub score: f32,
+    /// Pyramid level number of its anchor (P2 = 2 … P6 = 6 for FPN models, 0 for one level).
+    pub level: usize,
+}
+
+/// Where an image sat inside Matterport's molded square.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Molding {
+    /// The resized image inside the molded square, molded pixels (`image_meta`'s window).
+    pub window: Bbox,
+    /// The resize factor from the original image.
+    pub scale: f32,
+}
+
+/// The proposals of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageProposals {
+    /// The image's own size.
+    pub original: ImageSize,
+    /// The network's input size.
+    pub input: ImageSize,
+    /// Ranked, best first, in original-image pixels.
+    pub proposals: Vec<ImageProposal>,
+    /// Matterport's molding of this image (`None` for other architectures).
+    pub molding: Option<Molding>,
+}
+
+/// Matterport's `rpn_rois` of one molded image: normalised boxes, ranked, with the layer's
+/// padded length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatterportProposals {
+    /// The molded input size.
+    pub input: ImageSize,
+    /// Normalised `(y1, x1, y2, x2)` boxes, best first.
+    pub rois: Vec<NormalizedBox>,
+    /// Their objectness.
+    pub scores: Vec<f32>,
+    /// Their pyramid level numbers (2 = P2 … 6 = P6).
+    pub levels: Vec<usize>,
+    /// Rows of `rpn_rois` (the layer's `pad_to`), at least `rois.len()`.
+    pub padded_len: usize,
+}
+
+impl MatterportProposals {
+    /// `rpn_rois` as Matterport lays it out: zero rows after the last proposal up to
+    /// [`MatterportProposals::padded_len`].
+    pub fn padded_rois(&self) -> Vec<NormalizedBox> {
+        let mut rows = self.rois.clone();
+        rows.resize(self.padded_len.max(rows.len()), NormalizedBox::default());
+        rows
+    }
+}
+
+/// The network of a proposer, by what its input is.
+#[derive(Debug, Clone)]
+enum Net {
+    Seed(SeedRpn),
+    Vgg { backbone: Vgg16, head: Seed002Head },
+    Matterport(MatterportRpn),
+}
+
+/// The head's outputs for one image, on the host, rows in anchor order.
+struct HostOutputs {
+    pairs: Vec<[f32; 2]>,
+    probabilities: Vec<f32>,
+    deltas: Vec<[f32; 4]>,
+}
+
+/// An image ready for the network, and how to map its boxes back.
+struct Prepared {
+    pixels: Vec<f32>,
+    input: ImageSize,
+    original: ImageSize,
+    molded: Option<MoldedImage>,
+}
+
+/// An architecture with its weights: images in, proposals in original pixels out.
+///
+/// ```no_run
+/// use rpn::{Architecture, Proposer, ProposerOptions};
+///
+/// let arch: Architecture = "matterport-resnet50".parse()?;
+/// let proposer = Proposer::load(&arch, "mask_rcnn_rpn.safetensors".as_ref(), ProposerOptions::default())?;
+/// let photo = image::open("street.jpg").expect("an image");
+/// let found = proposer.propose(&photo)?;
+/// for p in found.proposals.iter().take(5) {
+///     println!("{:?} {:.3} P{}", p.bbox.to_xyxy(), p.score, p.level);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Proposer {
+    arch: Architecture,
+    rpn: RpnSpec,
+    net: Net,
+    options: ProposerOptions,
+    /// The input side the seeds' weights were trained at (from the file's metadata).
+    trained_side: Option<u32>,
+    budget: u64,
+    anchors: Mutex<HashMap<ImageSize, Arc<Anchors>>>,
+}
+
+impl Proposer {
+    /// Loads `arch`'s weights from a safetensors file (`rpn port-keras`, `rpn train`), and the
+    /// backbone's from [`ProposerOptions::backbone_weights`] where the architecture has one.
+    pub fn load(
+        arch: &Architecture,
+        weights: &Path,
+        options: ProposerOptions,
+    ) -> Result<Self, Error> {
+        let rpn = rpn_spec(arch)?;
+        let (model, metadata) = checkpoint::load_model(weights, arch, &options.device)?;
+        let backbone = match rpn.backbone {
+            None => None,
+            Some(name) => {
+                let backbone: Architecture = name.parse()?;
+                let Some(path) = &options.backbone_weights else {
+                    return Err(Error::Unsupported {
+                        arch: arch.name,
+                        what: format!(
+                            "it is a head on {name} features: give the {name} weights too \
+                             (`rpn port-keras … --arch {name}`, then --backbone-weights)"
+                        ),
+                    });
+                };
+                Some(checkpoint::load_model(path, &backbone, &options.device)?.0)
+            }
+        };
+        let trained_side = metadata.get("image_size").and_then(|s| s.parse().ok());
+        Self::from_models(arch, model, backbone, trained_side, options)
+    }
+
+    /// A proposer over an already-built model (e.g. [`crate::Trainer::proposer`]).
+    pub fn from_model(
+        arch: &Architecture,
+        model: Model,
+        trained_side: Option<u32>,
+        options: ProposerOptions,
+    ) -> Result<Self, Error> {
+        Self::from_models(arch, model, None, trained_side, options)
+    }
+
+    fn from_models(
+        arch: &Architecture,
+        model: Model,
+        backbone: Option<Model>,
+        trained_side: Option<u32>,
+        options: ProposerOptions,
+    ) -> Result<Self, Error> {
+        let rpn = rpn_spec(arch)?.clone();
+        let net = match (model, backbone) {
+            (Model::SeedRpn(m), None) => Net::Seed(m),
+            (Model::Matterport(m), None) => Net::Matterport(m),
+            (Model::Seed002(head), Some(Model::Vgg16(backbone))) => Net::Vgg { backbone, head },
+            _ => {
+                return Err(Error::Unsupported {
+                    arch: arch.name,
+                    what: "its network and backbone do not form an RPN the proposer knows".into(),
+                })
+            }
+        };
+        let budget = match options.memory_budget {
+            Some(b) => b,
+            None => memory_budget_from_env()?,
+        };
+        let proposer = Self {
+            arch: arch.clone(),
+            rpn,
+            net,
+            options,
+            trained_side,
+            budget,
+            anchors: Mutex::new(HashMap::new()),
+        };
+        proposer.check_input_side()?;
+        Ok(proposer)
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    /// The proposal layer in use (before the per-input clip).
+    pub fn proposal_config(&self) -> ProposalConfig {
+        self.options.proposals.unwrap_or(self.rpn.proposals)
+    }
+
+    /// The network input size for an image of `original` size.
+    pub fn input_size(&self, original: ImageSize) -> ImageSize {
+        let requested = self.options.input_side.or(self.trained_side);
+        self.rpn.preprocessing.input_size(original, requested)
+    }
+
+    /// Proposals for one image.
+    pub fn propose(&self, image: &image::DynamicImage) -> Result<ImageProposals, Error> {
+        let mut all = self.propose_batch(std::slice::from_ref(image))?;
+        all.pop().ok_or_else(|| Error::invalid("batch", 0, "one image was given"))
+    }
+
+    /// Proposals for several images; images with the same input size run as one batch (as many
+    /// as the memory budget allows).
+    pub fn propose_batch(
+        &self,
+        images: &[image::DynamicImage],
+    ) -> Result<Vec<ImageProposals>, Error> {
+        let mut out = Vec::with_capacity(images.len());
+        let mut start = 0;
+        while start < images.len() {
+            let input = self.input_size(image_size(&images[start])?);
+            let per_image = self.forward_bytes(input, 1);
+            self.check_budget(input, 1)?;
+            let fit = (self.budget / per_image.max(1)).max(1) as usize;
+            let mut end = start + 1;
+            while end < images.len()
+                && end - start < fit
+                && self.input_size(image_size(&images[end])?) == input
+            {
+                end += 1;
+            }
+            let prepared = images[start..end]
+                .iter()
+                .map(|img| self.prepare(img, input))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.extend(self.run(&prepared)?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Matterport's entry for inputs already molded in Python (NHWC `[B, H, W, 3]`, RGB −
+    /// `MEAN_PIXEL`, sides multiples of 64): `rpn_rois` in normalised coordinates, bit for bit
+    /// the computation Matterport's `ProposalLayer` does.
+    pub fn propose_molded(&self, molded: &Tensor) -> Result<Vec<MatterportProposals>, Error> {
+        if self.rpn.coordinates != Coordinates::MatterportNormalized {
+            return Err(Error::Unsupported {
+                arch: self.arch.name,
+                what: "molded tensors are Matterport's input; give images instead".into(),
+            });
+        }
+        let (b, h, w, c) = molded.dims4()?;
+        let multiple = self.arch.network.stride();
+        if c != 3 || h == 0 || w == 0 || h % multiple != 0 || w % multiple != 0 || b == 0 {
+            return Err(Error::invalid(
+                "molded input shape",
+                format!("{:?}", molded.dims()),
+                format!("[B ≥ 1, H, W, 3] with H and W positive multiples of {multiple}"),
+            ));
+        }
+        let input = ImageSize::new(h as u32, w as u32)?;
+        self.check_budget(input, b)?;
+        let outputs = self.forward(molded)?;
+        let anchors = self.anchors_for(input)?;
+        let config = self.layer_for(input);
+        let mut scratch = ProposalScratch::default();
+        outputs
+            .iter()
+            .map(|o| {
+                let p = self.layer(&config, &anchors, o, input, &mut scratch)?;
+                Ok(MatterportProposals {
+                    input,
+                    rois: p
+                        .items
+                        .iter()
+                        .map(|q| NormalizedBox::from_yxyx(q.bbox.to_yxyx()))
+                        .collect(),
+                    scores: p.items.iter().map(|q| q.score).collect(),
+                    levels: p.items.iter().map(|q| q.level + self.rpn.first_level).collect(),
+                    padded_len: p.padded_len,
+                })
+            })
+            .collect()
+    }
+
+    /// Proposals for images given as data sets give them (HWC RGB in `[0, 1]`, `n` images of
+    /// `size`); boxes in `size`'s pixels. Seeds run them as they are (`size` must suit the
+    /// network); other architectures preprocess them like decoded images.
+    pub fn propose_pixels(
+        &self,
+        pixels: &[f32],
+        n: usize,
+        size: ImageSize,
+    ) -> Result<Vec<ImageProposals>, Error> {
+        let (h, w) = (size.height as usize, size.width as usize);
+        let expected = n.checked_mul(h * w * 3);
+        if expected != Some(pixels.len()) {
+            return Err(Error::invalid(
+                "pixel buffer length",
+                pixels.len(),
+                format!("{n} images of {h}×{w}×3 values"),
+            ));
+        }
+        if let Preprocessing::ResizeUnit { .. } = self.rpn.preprocessing {
+            self.check_side(size.height.max(size.width))?;
+            self.check_side(size.height.min(size.width))?;
+            self.check_budget(size, n)?;
+            let prepared = pixels
+                .chunks_exact(h * w * 3)
+                .map(|p| Prepared { pixels: p.to_vec(), input: size, original: size, molded: None })
+                .collect::<Vec<_>>();
+            return self.run(&prepared);
+        }
+        let images = pixels
+            .chunks_exact(h * w * 3)
+            .map(|p| {
+                image::Rgb32FImage::from_raw(size.width, size.height, p.to_vec())
+                    .map(image::DynamicImage::ImageRgb32F)
+                    .ok_or_else(|| Error::invalid("pixel buffer", p.len(), "H·W·3 values"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.propose_batch(&images)
+    }
+
+    /// Recall of the proposals on images `0..n` of `dataset` (in batches of `batch`);
+    /// `progress` is called with the number of images done.
+    pub fn evaluate(
+        &self,
+        dataset: &dyn Dataset,
+        n: usize,
+        batch: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<RecallReport, Error> {
+        let n = dataset.num_images().map_or(n, |len| n.min(len));
+        let size = dataset.image_size();
+        let mut acc = RecallAccumulator::default();
+        let mut start = 0;
+        while start < n {
+            let count = batch.max(1).min(n - start);
+            let samples =
+                (start..start + count).map(|i| dataset.get(i)).collect::<Result<Vec<_>, _>>()?;
+            let pixels: Vec<f32> = samples.iter().flat_map(|s| s.pixels.iter().copied()).collect();
+            for (sample, found) in samples.iter().zip(self.propose_pixels(&pixels, count, size)?) {
+                let boxes: Vec<Bbox> = found.proposals.iter().map(|p| p.bbox).collect();
+                acc.add(&boxes, &sample.boxes);
+            }
+            start += count;
+            progress(start);
+        }
+        Ok(acc.report())
+    }
+
+    /// Rejects an input side the network cannot run (not a multiple of its stride).
+    fn check_input_side(&self) -> Result<(), Error> {
+        match (self.rpn.preprocessing, self.options.input_side.or(self.trained_side)) {
+            (Preprocessing::VggCaffe { multiple, .. }, Some(side)) if side < multiple => {
+                Err(Error::invalid("input side", side, format!("at least {multiple}")))
+            }
+            (
+                Preprocessing::ResizeUnit { .. } | Preprocessing::MatterportSquare { .. },
+                Some(side),
+            ) => self.check_side(side),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_side(&self, side: u32) -> Result<(), Error> {
+        let stride = self.arch.network.stride() as u32;
+        if side == 0 || !side.is_multiple_of(stride) {
+            return Err(Error::invalid(
+                "input side",
+                side,
+                format!("a positive multiple of {}'s stride {stride}", self.arch.name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Estimated peak bytes of a forward pass over `n` inputs of `input` size.
+    fn forward_bytes(&self, input: ImageSize, n: usize) -> u64 {
+        let pixels = u64::from(input.height) * u64::from(input.width);
+        pixels.saturating_mul(self.rpn.bytes_per_input_pixel).saturating_mul(n as u64)
+    }
+
+    fn check_budget(&self, input: ImageSize, n: usize) -> Result<(), Error> {
+        let needed = self.forward_bytes(input, n);
+        if needed > self.budget {
+            return Err(Error::OverMemoryBudget {
+                what: format!(
+                    "{} on {n} input(s) of {}×{} (height × width)",
+                    self.arch.name, input.height, input.width
+                ),
+                needed_bytes: needed,
+                budget_bytes: self.budget,
+            });
+        }
+        Ok(())
+    }
+
+    /// Preprocesses one image for an `input`-sized network input.
+    fn prepare(&self, img: &image::DynamicImage, input: ImageSize) -> Result<Prepared, Error> {
+        let original = image_size(img)?;
+        Ok(match self.rpn.preprocessing {
+            Preprocessing::ResizeUnit { .. } | Preprocessing::Features => {
+                let (pixels, _) = resize_to_pixels(img, input);
+                Prepared { pixels, input, original, molded: None }
+            }
+            Preprocessing::VggCaffe { .. } => {
+                let (unit, _) = resize_to_pixels(img, input);
+                let pixels = unit
+                    .chunks_exact(3)
+                    .flat_map(|p| {
+                        [
+                            p[2] * 255.0 - VGG_MEAN_BGR[0],
+                            p[1] * 255.0 - VGG_MEAN_BGR[1],
+                            p[0] * 255.0 - VGG_MEAN_BGR[2],
+                        ]
+                    })
+                    .collect();
+                Prepared { pixels, input, original, molded: None }
+            }
+            Preprocessing::MatterportSquare { min_dim, .. } => {
+                let mut molded = mold_square(img, min_dim.min(input.height), input.height)?;
+                let pixels = std::mem::take(&mut molded.pixels);
+                Prepared { pixels, input, original, molded: Some(molded) }
+            }
+        })
+    }
+
+    /// Runs prepared images of one input size as one batch.
+    fn run(&self, prepared: &[Prepared]) -> Result<Vec<ImageProposals>, Error> {
+        let Some(first) = prepared.first() else { return Ok(Vec::new()) };
+        let input = first.input;
+        let (h, w) = (input.height as usize, input.width as usize);
+        let mut pixels = Vec::with_capacity(prepared.len() * h * w * 3);
+        for p in prepared {
+            pixels.extend_from_slice(&p.pixels);
+        }
+        let x = Tensor::from_vec(pixels, (prepared.len(), h, w, 3), &Device::Cpu)?;
+        let outputs = self.forward(&x)?;
+        let anchors = self.anchors_for(input)?;
+        let config = self.layer_for(input);
+        let mut scratch = ProposalScratch::default();
+        prepared
+            .iter()
+            .zip(&outputs)
+            .map(|(p, o)| {
+                let found = self.layer(&config, &anchors, o, input, &mut scratch)?;
+                Ok(self.to_original(p, &found))
+            })
+            .collect()
+    }
+
+    /// The network on an NHWC batch → per-image head outputs on the host.
+    fn forward(&self, x: &Tensor) -> Result<Vec<HostOutputs>, Error> {
+        let x = x.to_device(&self.options.device)?;
+        let (pairs, probabilities, deltas) = match &self.net {
+            Net::Seed(m) => {
+                let o = m.forward_nhwc(&x)?;
+                (Some(o.logits), None, o.deltas)
+            }
+            Net::Matterport(m) => {
+                let o = m.forward_nhwc(&x)?;
+                (Some(o.logits), None, o.deltas)
+            }
+            Net::Vgg { backbone, head } => {
+                let features = backbone.forward(&rpn_model::nhwc_to_nchw(&x)?)?;
+                let o = head.forward_nhwc(&features.permute((0, 2, 3, 1))?.contiguous()?)?;
+                // `[B, H, W, k]` and `[B, H, W, 4k]`: row `(y·W + x)·k + a`, as the anchors.
+                let b = o.classification.dim(0)?;
+                (None, Some(o.classification.reshape((b, ()))?), o.location.reshape((b, (), 4))?)
+            }
+        };
+        let deltas = deltas.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
+        let pairs = pairs.map(|p| p.to_device(&Device::Cpu)?.to_vec3::<f32>()).transpose()?;
+        let probabilities =
+            probabilities.map(|p| p.to_device(&Device::Cpu)?.to_vec2::<f32>()).transpose()?;
+        Ok(deltas
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| HostOutputs {
+                pairs: pairs
+                    .as_ref()
+                    .map(|p| p[i].iter().map(|v| [v[0], v[1]]).collect())
+                    .unwrap_or_default(),
+                probabilities: probabilities.as_ref().map(|p| p[i].clone()).unwrap_or_default(),
+                deltas: d.iter().map(|v| [v[0], v[1], v[2], v[3]]).collect(),
+            })
+            .collect())
+    }
+
+    /// The anchors for `input`, built on first use and shared afterwards.
+    fn anchors_for(&self, input: ImageSize) -> Result<Arc<Anchors>, Error> {
+        let mut cache = self.anchors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(a) = cache.get(&input) {
+            return Ok(Arc::clone(a));
+        }
+        let anchors = Arc::new(match self.rpn.coordinates {
+            Coordinates::MatterportNormalized => {
+                self.rpn.anchors.generate_matterport_normalized(input)?
+            }
+            _ => self.rpn.anchors.generate(input)?,
+        });
+        cache.insert(input, Arc::clone(&anchors));
+        Ok(anchors)
+    }
+
+    /// The proposal layer for one input size: pixel architectures clip to the input.
+    fn layer_for(&self, input: ImageSize) -> ProposalConfig {
+        let config = self.proposal_config();
+        match self.rpn.coordinates {
+            Coordinates::MatterportNormalized => config,
+            _ => ProposalConfig { clip: Clip::Window(input.as_bbox()), ..config },
+        }
+    }
+
+    fn layer(
+        &self,
+        config: &ProposalConfig,
+        anchors: &Anchors,
+        o: &HostOutputs,
+        input: ImageSize,
+        scratch: &mut ProposalScratch,
+    ) -> Result<Proposals, Error> {
+        let objectness = match self.rpn.scores {
+            ScoreKind::Sigmoid => Objectness::Probabilities(&o.probabilities),
+            _ => Objectness::SoftmaxPairs(&o.pairs),
+        };
+        Ok(generate_proposals_with(config, anchors, objectness, &o.deltas, input, scratch)?)
+    }
+
+    /// Boxes of the network input → the original image.
+    fn to_original(&self, p: &Prepared, found: &Proposals) -> ImageProposals {
+        let level = |l: usize| l + self.rpn.first_level;
+        let proposals = match (&p.molded, self.rpn.coordinates) {
+            (Some(molded), Coordinates::MatterportNormalized) => found
+                .items
+                .iter()
+                .map(|q| ImageProposal {
+                    bbox: molded.to_original(
+                        &NormalizedBox::from_yxyx(q.bbox.to_yxyx()).to_pixels(p.input),
+                    ),
+                    score: q.score,
+                    level: level(q.level),
+                })
+                .collect(),
+            _ => {
+                let sx = p.original.width as f32 / p.input.width as f32;
+                let sy = p.original.height as f32 / p.input.height as f32;
+                found
+                    .items
+                    .iter()
+                    .map(|q| ImageProposal {
+                        bbox: Bbox::new(
+                            q.bbox.x1 * sx,
+                            q.bbox.y1 * sy,
+                            q.bbox.x2 * sx,
+                            q.bbox.y2 * sy,
+                        )
+                        .clip_to(p.original),
+                        score: q.score,
+                        level: level(q.level),
+                    })
+                    .collect()
+            }
+        };
+        ImageProposals {
+            original: p.original,
+            input: p.input,
+            proposals,
+            molding: p.molded.as_ref().map(|m| Molding { window: m.window, scale: m.scale }),
+        }
+    }
+}
+
+/// The RPN description of `arch`, or why it has none.
+fn rpn_spec(arch: &Architecture) -> Result<&RpnSpec, Error> {
+    arch.rpn().ok_or_else(|| Error::Unsupported {
+        arch: arch.name,
+        what: "it is a backbone without an RPN head; use the architecture whose backbone it is"
+            .into(),
+    })
+}
+
+/// The size of a decoded image, rejecting an empty one.
+fn image_size(img: &image::DynamicImage) -> Result<ImageSize, Error> {
+    Ok(ImageSize::new(img.height(), img.width())?)
+}
+
+/// Builds `network` from `tensors` (a trainer's variables), for [`Proposer::from_model`].
+pub(crate) fn build_network(
+    network: &Network,
+    tensors: HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<Model, Error> {
+    network.build_from(tensors, device).map_err(|e| match e {
+        rpn_model::WeightsError::Candle(c) => Error::Candle(c),
+        other => Error::Candle(candle_core::Error::Msg(other.to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(parse_bytes("123"), Some(123));
+        assert_eq!(parse_bytes("64K"), Some(64 << 10));
+        assert_eq!(parse_bytes(" 512m "), Some(512 << 20));
+        assert_eq!(parse_bytes("8G"), Some(8 << 30));
+        for bad in ["", "G", "-1", "0", "1.5G", "99999999999999G", "8 GB"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
+    }
+}
