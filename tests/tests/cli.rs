@@ -126,7 +126,8 @@ fn failures_are_one_message_and_leave_no_output() {
         dir.join("o.npz").to_str().unwrap(),
     ])
     .unwrap_err();
-    assert!(err.to_string().contains("no tensor `backbone.stage0.block2"), "{err}");
+    let chain = rpn_cli::error_chain(&err);
+    assert!(chain.contains("no tensor `backbone.stage0.block2"), "{chain}");
     assert!(!dir.join("o.npz").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

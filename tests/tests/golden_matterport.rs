@@ -271,5 +271,6 @@ fn cli_forward_and_propose_reproduce_matterport() {
         out.to_str().unwrap(),
     ])
     .unwrap_err();
-    assert!(err.to_string().contains("divisible by 64"), "{err}");
+    let chain = rpn_cli::error_chain(&err);
+    assert!(chain.contains("divisible by 64"), "{chain}");
 }

@@ -150,16 +150,13 @@ pub(crate) fn check(root: &Path) -> Result<(), String> {
 /// parentheses is a comment.
 fn documented_edges(root: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
     let path = root.join("docs/ARCHITECTURE.md");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_drawn_edges(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn parse_drawn_edges(text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
-    let after = text
-        .split_once("## The crate DAG")
-        .ok_or("no `## The crate DAG` section")?
-        .1;
+    let after = text.split_once("## The crate DAG").ok_or("no `## The crate DAG` section")?.1;
     let block = after
         .split_once("```text\n")
         .and_then(|(_, rest)| rest.split_once("```"))
@@ -239,7 +236,10 @@ mod tests {
         assert_eq!(drawn["rpn-anchors"], BTreeSet::new());
         assert_eq!(drawn["rpn-model"], BTreeSet::from(["rpn-anchors".to_owned()]));
         let errors = compare_with_table(&drawn);
-        assert!(errors.iter().any(|e| e.contains("draws `rpn-model ──► rpn-anchors`")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("draws `rpn-model ──► rpn-anchors`")),
+            "{errors:?}"
+        );
         assert!(errors.iter().any(|e| e.contains("does not draw `rpn-targets`")), "{errors:?}");
         drawn.insert("rpn-extra".into(), BTreeSet::new());
         assert!(compare_with_table(&drawn).iter().any(|e| e.contains("rpn-extra")));

@@ -71,7 +71,7 @@ pub struct PyramidLevel {
 /// let anchors = AnchorConfig::matterport_fpn().generate(ImageSize::new(1024, 1024)?)?;
 /// assert_eq!(anchors.len(), 261_888);
 /// // Matterport's first anchor: tall (ratio w/h = 0.5), centred on the top-left pixel corner.
-/// assert_eq!(anchors.boxes[0].to_yxyx(), [-22.627417, -11.313708, 22.627417, 11.313708]);
+/// assert_eq!(anchors.boxes()[0].to_yxyx(), [-22.627417, -11.313708, 22.627417, 11.313708]);
 /// # Ok::<(), rpn_anchors::AnchorError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -486,7 +486,7 @@ impl AnchorConfig {
     /// # use rpn_anchors::{AnchorConfig, ImageSize};
     /// let anchors = AnchorConfig::matterport_fpn().generate_matterport_normalized(ImageSize::new(1024, 1024)?)?;
     /// assert_eq!(anchors.len(), 261_888);
-    /// assert!((anchors.boxes[1].y2 - 0.014663).abs() < 1e-6); // the square 32-px anchor at (0, 0)
+    /// assert!((anchors.boxes()[1].y2 - 0.014663).abs() < 1e-6); // the square 32-px anchor at (0, 0)
     /// # Ok::<(), rpn_anchors::AnchorError>(())
     /// ```
     pub fn generate_matterport_normalized(&self, image: ImageSize) -> Result<Anchors, AnchorError> {
