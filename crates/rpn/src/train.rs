@@ -424,7 +424,7 @@ impl Trainer {
     }
 
     /// Writes the model (weights and BN statistics, the names `rpn forward` and
-    /// [`RpnPipeline::load`] read) to `path`, atomically.
+    /// [`Proposer::load`] read) to `path`, atomically.
     pub fn save_weights(&self, path: &Path) -> Result<(), Error> {
         let metadata = HashMap::from([
             ("arch".to_owned(), self.arch.name.to_owned()),
