@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use rpn_model::Model;
 
-use crate::Architecture;
-
-use crate::Error;
+use crate::{Architecture, Error};
 
 fn checkpoint_err(path: &Path, message: String) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), message }

@@ -48,7 +48,7 @@ pub use rpn_model as model;
 pub use rpn_proposals as proposals;
 pub use rpn_targets as targets;
 
-pub use arch::{Architecture, Coordinates, Preprocessing, RpnSpec, ScoreKind, UnknownArchitecture};
+pub use arch::{Architecture, Coordinates, Preprocessing, RpnSpec, UnknownArchitecture};
 pub use checkpoint::{
     load_model, read as read_safetensors, write_atomic as write_safetensors_atomic,
     SafetensorsContents,

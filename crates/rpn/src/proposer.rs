@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Module, Tensor};
 use rpn_anchors::{Anchors, Bbox, ImageSize, NormalizedBox};
-use rpn_model::{MatterportRpn, Model, Network, Seed002Head, SeedRpn, Vgg16};
+use rpn_model::{MatterportRpn, Model, Seed002Head, SeedRpn, Vgg16};
 use rpn_proposals::{
     generate_proposals_with, Clip, Objectness, ProposalConfig, ProposalScratch, Proposals,
 };
 
-use crate::arch::{Architecture, Coordinates, Preprocessing, RpnSpec, ScoreKind};
+use crate::arch::{Architecture, Coordinates, Preprocessing, RpnSpec};
 use crate::checkpoint;
 use crate::data::{resize_to_pixels, Dataset};
 use crate::eval::{RecallAccumulator, RecallReport};
@@ -161,16 +161,43 @@ enum Net {
     Matterport(MatterportRpn),
 }
 
-/// The head's outputs for one image, on the host, rows in anchor order.
-struct HostOutputs {
-    pairs: Vec<[f32; 2]>,
-    probabilities: Vec<f32>,
-    deltas: Vec<[f32; 4]>,
+/// The head's objectness for a batch, in the form the network produced it.
+enum Scores {
+    /// `(background, foreground)` logits (seeds 000/001, Matterport).
+    SoftmaxPairs(Vec<[f32; 2]>),
+    /// Sigmoid probabilities (seed 002).
+    Probabilities(Vec<f32>),
 }
 
-/// An image ready for the network, and how to map its boxes back.
-struct Prepared {
-    pixels: Vec<f32>,
+/// The head's outputs for a batch on the host: one row per anchor, image after image.
+struct HeadOutputs {
+    scores: Scores,
+    deltas: Vec<[f32; 4]>,
+    rows_per_image: usize,
+}
+
+impl HeadOutputs {
+    /// Image `i`'s objectness and deltas, rows in anchor order.
+    fn image(&self, i: usize) -> (Objectness<'_>, &[[f32; 4]]) {
+        let rows = i * self.rows_per_image..(i + 1) * self.rows_per_image;
+        let objectness = match &self.scores {
+            Scores::SoftmaxPairs(p) => Objectness::SoftmaxPairs(&p[rows.clone()]),
+            Scores::Probabilities(p) => Objectness::Probabilities(&p[rows.clone()]),
+        };
+        (objectness, &self.deltas[rows])
+    }
+}
+
+/// A tensor's values on the host as rows of `K` (`[…, K]` → `Vec<[f32; K]>`): one copy, no
+/// allocation per row (261,888 rows for Matterport at 1024²).
+fn host_rows<const K: usize>(t: &Tensor) -> Result<Vec<[f32; K]>, Error> {
+    let flat = t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(flat.chunks_exact(K).map(|c| std::array::from_fn(|k| c[k])).collect())
+}
+
+/// Where one image of a batch came from, to map its boxes back.
+#[derive(Clone)]
+struct Placement {
     input: ImageSize,
     original: ImageSize,
     molded: Option<MoldedImage>,
@@ -310,8 +337,8 @@ impl Proposer {
         let mut start = 0;
         while start < images.len() {
             let input = self.input_size(image_size(&images[start])?);
-            let per_image = self.forward_bytes(input, 1);
             self.check_budget(input, 1)?;
+            let per_image = self.rpn.forward_bytes(input, 1);
             let fit = (self.budget / per_image.max(1)).max(1) as usize;
             let mut end = start + 1;
             while end < images.len()
@@ -320,11 +347,13 @@ impl Proposer {
             {
                 end += 1;
             }
-            let prepared = images[start..end]
+            let (h, w) = (input.height as usize, input.width as usize);
+            let mut pixels = Vec::with_capacity((end - start) * h * w * 3);
+            let placements = images[start..end]
                 .iter()
-                .map(|img| self.prepare(img, input))
+                .map(|img| self.prepare(img, input, &mut pixels))
                 .collect::<Result<Vec<_>, _>>()?;
-            out.extend(self.run(&prepared)?);
+            out.extend(self.run(pixels, &placements)?);
             start = end;
         }
         Ok(out)
@@ -355,10 +384,17 @@ impl Proposer {
         let anchors = self.anchors_for(input)?;
         let config = self.layer_for(input);
         let mut scratch = ProposalScratch::default();
-        outputs
-            .iter()
-            .map(|o| {
-                let p = self.layer(&config, &anchors, o, input, &mut scratch)?;
+        (0..b)
+            .map(|i| {
+                let (objectness, deltas) = outputs.image(i);
+                let p = generate_proposals_with(
+                    &config,
+                    &anchors,
+                    objectness,
+                    deltas,
+                    input,
+                    &mut scratch,
+                )?;
                 Ok(MatterportProposals {
                     input,
                     rois: p
@@ -393,14 +429,11 @@ impl Proposer {
             ));
         }
         if let Preprocessing::ResizeUnit { .. } = self.rpn.preprocessing {
-            self.check_side(size.height.max(size.width))?;
-            self.check_side(size.height.min(size.width))?;
+            self.check_side(size.height)?;
+            self.check_side(size.width)?;
             self.check_budget(size, n)?;
-            let prepared = pixels
-                .chunks_exact(h * w * 3)
-                .map(|p| Prepared { pixels: p.to_vec(), input: size, original: size, molded: None })
-                .collect::<Vec<_>>();
-            return self.run(&prepared);
+            let placement = Placement { input: size, original: size, molded: None };
+            return self.run(pixels.to_vec(), &vec![placement; n]);
         }
         let images = pixels
             .chunks_exact(h * w * 3)
@@ -467,117 +500,103 @@ impl Proposer {
         Ok(())
     }
 
-    /// Estimated peak bytes of a forward pass over `n` inputs of `input` size.
-    fn forward_bytes(&self, input: ImageSize, n: usize) -> u64 {
-        let pixels = u64::from(input.height) * u64::from(input.width);
-        pixels.saturating_mul(self.rpn.bytes_per_input_pixel).saturating_mul(n as u64)
-    }
-
     fn check_budget(&self, input: ImageSize, n: usize) -> Result<(), Error> {
-        let needed = self.forward_bytes(input, n);
-        if needed > self.budget {
-            return Err(Error::OverMemoryBudget {
-                what: format!(
+        check_memory(
+            || {
+                format!(
                     "{} on {n} input(s) of {}×{} (height × width)",
                     self.arch.name, input.height, input.width
-                ),
-                needed_bytes: needed,
-                budget_bytes: self.budget,
-            });
-        }
-        Ok(())
+                )
+            },
+            self.rpn.forward_bytes(input, n),
+            self.budget,
+        )
     }
 
-    /// Preprocesses one image for an `input`-sized network input.
-    fn prepare(&self, img: &image::DynamicImage, input: ImageSize) -> Result<Prepared, Error> {
+    /// Preprocesses one image for an `input`-sized network input, appending its values to
+    /// `batch` (the batch's one buffer).
+    fn prepare(
+        &self,
+        img: &image::DynamicImage,
+        input: ImageSize,
+        batch: &mut Vec<f32>,
+    ) -> Result<Placement, Error> {
         let original = image_size(img)?;
-        Ok(match self.rpn.preprocessing {
-            Preprocessing::ResizeUnit { .. } | Preprocessing::Features => {
-                let (pixels, _) = resize_to_pixels(img, input);
-                Prepared { pixels, input, original, molded: None }
-            }
+        let mut molded = None;
+        match self.rpn.preprocessing {
+            Preprocessing::ResizeUnit { .. } => batch.extend(resize_to_pixels(img, input).0),
             Preprocessing::VggCaffe { .. } => {
                 let (unit, _) = resize_to_pixels(img, input);
-                let pixels = unit
-                    .chunks_exact(3)
-                    .flat_map(|p| {
-                        [
-                            p[2] * 255.0 - VGG_MEAN_BGR[0],
-                            p[1] * 255.0 - VGG_MEAN_BGR[1],
-                            p[0] * 255.0 - VGG_MEAN_BGR[2],
-                        ]
-                    })
-                    .collect();
-                Prepared { pixels, input, original, molded: None }
+                batch.extend(unit.chunks_exact(3).flat_map(|p| {
+                    [
+                        p[2] * 255.0 - VGG_MEAN_BGR[0],
+                        p[1] * 255.0 - VGG_MEAN_BGR[1],
+                        p[0] * 255.0 - VGG_MEAN_BGR[2],
+                    ]
+                }));
             }
             Preprocessing::MatterportSquare { min_dim, .. } => {
-                let mut molded = mold_square(img, min_dim.min(input.height), input.height)?;
-                let pixels = std::mem::take(&mut molded.pixels);
-                Prepared { pixels, input, original, molded: Some(molded) }
+                let mut m = mold_square(img, min_dim.min(input.height), input.height)?;
+                batch.append(&mut m.pixels);
+                molded = Some(m);
             }
-        })
+        }
+        Ok(Placement { input, original, molded })
     }
 
-    /// Runs prepared images of one input size as one batch.
-    fn run(&self, prepared: &[Prepared]) -> Result<Vec<ImageProposals>, Error> {
-        let Some(first) = prepared.first() else { return Ok(Vec::new()) };
+    /// Runs one batch of `input`-sized images (`pixels`, NHWC) and maps each image's proposals
+    /// back to its original.
+    fn run(&self, pixels: Vec<f32>, images: &[Placement]) -> Result<Vec<ImageProposals>, Error> {
+        let Some(first) = images.first() else { return Ok(Vec::new()) };
         let input = first.input;
         let (h, w) = (input.height as usize, input.width as usize);
-        let mut pixels = Vec::with_capacity(prepared.len() * h * w * 3);
-        for p in prepared {
-            pixels.extend_from_slice(&p.pixels);
-        }
-        let x = Tensor::from_vec(pixels, (prepared.len(), h, w, 3), &Device::Cpu)?;
+        let x = Tensor::from_vec(pixels, (images.len(), h, w, 3), &Device::Cpu)?;
         let outputs = self.forward(&x)?;
         let anchors = self.anchors_for(input)?;
         let config = self.layer_for(input);
         let mut scratch = ProposalScratch::default();
-        prepared
+        images
             .iter()
-            .zip(&outputs)
-            .map(|(p, o)| {
-                let found = self.layer(&config, &anchors, o, input, &mut scratch)?;
+            .enumerate()
+            .map(|(i, p)| {
+                let (objectness, deltas) = outputs.image(i);
+                let found = generate_proposals_with(
+                    &config,
+                    &anchors,
+                    objectness,
+                    deltas,
+                    input,
+                    &mut scratch,
+                )?;
                 Ok(self.to_original(p, &found))
             })
             .collect()
     }
 
-    /// The network on an NHWC batch → per-image head outputs on the host.
-    fn forward(&self, x: &Tensor) -> Result<Vec<HostOutputs>, Error> {
+    /// The network on an NHWC batch → the head's outputs on the host.
+    fn forward(&self, x: &Tensor) -> Result<HeadOutputs, Error> {
         let x = x.to_device(&self.options.device)?;
-        let (pairs, probabilities, deltas) = match &self.net {
+        let (scores, deltas) = match &self.net {
             Net::Seed(m) => {
                 let o = m.forward_nhwc(&x)?;
-                (Some(o.logits), None, o.deltas)
+                (Scores::SoftmaxPairs(host_rows(&o.logits)?), o.deltas)
             }
             Net::Matterport(m) => {
                 let o = m.forward_nhwc(&x)?;
-                (Some(o.logits), None, o.deltas)
+                (Scores::SoftmaxPairs(host_rows(&o.logits)?), o.deltas)
             }
             Net::Vgg { backbone, head } => {
                 let features = backbone.forward(&rpn_model::nhwc_to_nchw(&x)?)?;
                 let o = head.forward_nhwc(&features.permute((0, 2, 3, 1))?.contiguous()?)?;
                 // `[B, H, W, k]` and `[B, H, W, 4k]`: row `(y·W + x)·k + a`, as the anchors.
-                let b = o.classification.dim(0)?;
-                (None, Some(o.classification.reshape((b, ()))?), o.location.reshape((b, (), 4))?)
+                let probabilities =
+                    o.classification.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+                (Scores::Probabilities(probabilities), o.location)
             }
         };
-        let deltas = deltas.to_device(&Device::Cpu)?.to_vec3::<f32>()?;
-        let pairs = pairs.map(|p| p.to_device(&Device::Cpu)?.to_vec3::<f32>()).transpose()?;
-        let probabilities =
-            probabilities.map(|p| p.to_device(&Device::Cpu)?.to_vec2::<f32>()).transpose()?;
-        Ok(deltas
-            .into_iter()
-            .enumerate()
-            .map(|(i, d)| HostOutputs {
-                pairs: pairs
-                    .as_ref()
-                    .map(|p| p[i].iter().map(|v| [v[0], v[1]]).collect())
-                    .unwrap_or_default(),
-                probabilities: probabilities.as_ref().map(|p| p[i].clone()).unwrap_or_default(),
-                deltas: d.iter().map(|v| [v[0], v[1], v[2], v[3]]).collect(),
-            })
-            .collect())
+        let deltas = host_rows(&deltas)?;
+        let rows_per_image = deltas.len() / x.dim(0)?.max(1);
+        Ok(HeadOutputs { scores, deltas, rows_per_image })
     }
 
     /// The anchors for `input`, built on first use and shared afterwards.
@@ -605,23 +624,8 @@ impl Proposer {
         }
     }
 
-    fn layer(
-        &self,
-        config: &ProposalConfig,
-        anchors: &Anchors,
-        o: &HostOutputs,
-        input: ImageSize,
-        scratch: &mut ProposalScratch,
-    ) -> Result<Proposals, Error> {
-        let objectness = match self.rpn.scores {
-            ScoreKind::Sigmoid => Objectness::Probabilities(&o.probabilities),
-            _ => Objectness::SoftmaxPairs(&o.pairs),
-        };
-        Ok(generate_proposals_with(config, anchors, objectness, &o.deltas, input, scratch)?)
-    }
-
     /// Boxes of the network input → the original image.
-    fn to_original(&self, p: &Prepared, found: &Proposals) -> ImageProposals {
+    fn to_original(&self, p: &Placement, found: &Proposals) -> ImageProposals {
         let level = |l: usize| l + self.rpn.first_level;
         let proposals = match (&p.molded, self.rpn.coordinates) {
             (Some(molded), Coordinates::MatterportNormalized) => found
@@ -678,16 +682,20 @@ fn image_size(img: &image::DynamicImage) -> Result<ImageSize, Error> {
     Ok(ImageSize::new(img.height(), img.width())?)
 }
 
-/// Builds `network` from `tensors` (a trainer's variables), for [`Proposer::from_model`].
-pub(crate) fn build_network(
-    network: &Network,
-    tensors: HashMap<String, Tensor>,
-    device: &Device,
-) -> Result<Model, Error> {
-    network.build_from(tensors, device).map_err(|e| match e {
-        rpn_model::WeightsError::Candle(c) => Error::Candle(c),
-        other => Error::Candle(candle_core::Error::Msg(other.to_string())),
-    })
+/// Refuses work whose memory estimate `needed` exceeds `budget`; `what` names the work.
+pub(crate) fn check_memory(
+    what: impl FnOnce() -> String,
+    needed: u64,
+    budget: u64,
+) -> Result<(), Error> {
+    if needed > budget {
+        return Err(Error::OverMemoryBudget {
+            what: what(),
+            needed_bytes: needed,
+            budget_bytes: budget,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

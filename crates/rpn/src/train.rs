@@ -14,7 +14,7 @@ use rpn_targets::{seeded_rng, Matcher, MatcherConfig, Sampler, SamplerConfig, Ta
 
 use crate::checkpoint;
 use crate::data::{stream_rng, streams, training_index, Dataset, ShapesSource};
-use crate::proposer::{build_network, Proposer, ProposerOptions};
+use crate::proposer::{check_memory, Proposer, ProposerOptions};
 use crate::{Architecture, Error};
 
 /// How the learning rate changes with the step (a factor on [`TrainConfig::lr`]).
@@ -268,21 +268,16 @@ impl Trainer {
                 format!("sides that are multiples of {}'s stride {stride}", arch.name),
             ));
         }
-        let budget = crate::memory_budget_from_env()?;
-        let needed = (u64::from(image.height) * u64::from(image.width))
-            .saturating_mul(rpn.bytes_per_input_pixel)
-            .saturating_mul(TRAINING_MEMORY_FACTOR)
-            .saturating_mul(config.batch_size as u64);
-        if needed > budget {
-            return Err(Error::OverMemoryBudget {
-                what: format!(
+        check_memory(
+            || {
+                format!(
                     "training {} on batches of {} images of {}×{}",
                     arch.name, config.batch_size, image.height, image.width
-                ),
-                needed_bytes: needed,
-                budget_bytes: budget,
-            });
-        }
+                )
+            },
+            rpn.forward_bytes(image, config.batch_size).saturating_mul(TRAINING_MEMORY_FACTOR),
+            crate::memory_budget_from_env()?,
+        )?;
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
@@ -354,7 +349,6 @@ impl Trainer {
     pub fn step(&mut self) -> Result<StepLosses, Error> {
         let b = self.config.batch_size;
         let (mut pixels, mut matches, mut bbox) = (Vec::new(), Vec::new(), Vec::<f32>::new());
-        let mut rows = 0;
         for j in 0..b {
             let k = self.step * b + j;
             let sample =
@@ -362,7 +356,6 @@ impl Trainer {
             let mut rng = stream_rng(self.config.seed, streams::ANCHOR_SAMPLING | k as u64);
             let (targets, _) =
                 self.targets.matterport(&sample.boxes, &sample.crowd, self.image, &mut rng)?;
-            rows = targets.rpn_bbox.len();
             pixels.extend(sample.pixels);
             matches.extend(targets.rpn_match.iter().map(|&v| i64::from(v)));
             bbox.extend(targets.rpn_bbox.iter().flatten().copied());
@@ -371,6 +364,8 @@ impl Trainer {
         let a = matches.len() / b;
         let images = Tensor::from_vec(pixels, (b, h, w, 3), &Device::Cpu)?;
         let rpn_match = Tensor::from_vec(matches, (b, a), &Device::Cpu)?;
+        // Every image packs the sampler's `batch_size` rows (zero-padded).
+        let rows = bbox.len() / (4 * b);
         let target_bbox = Tensor::from_vec(bbox, (b, rows, 4), &Device::Cpu)?;
         let out = self.model.forward_nhwc_t(&images, true)?;
         let losses = matterport_losses(&rpn_match, &out.logits, &target_bbox, &out.deltas)?;
@@ -413,7 +408,8 @@ impl Trainer {
             .into_iter()
             .map(|(k, t)| Ok((k, t.detach().copy()?)))
             .collect::<Result<HashMap<String, Tensor>, candle_core::Error>>()?;
-        let model = build_network(&self.arch.network, frozen, &Device::Cpu)?;
+        let model =
+            self.arch.network.build(VarBuilder::from_tensors(frozen, DType::F32, &Device::Cpu))?;
         let options = ProposerOptions { input_side: Some(self.image.height), ..Default::default() };
         Proposer::from_model(&self.arch, model, Some(self.image.height), options)
     }

@@ -6,7 +6,7 @@ use rpn_anchors::AnchorConfig;
 use rpn_model::{MatterportConfig, Network};
 use rpn_proposals::ProposalConfig;
 
-use super::{Architecture, Coordinates, Preprocessing, RpnSpec, ScoreKind};
+use super::{Architecture, Coordinates, Preprocessing, RpnSpec};
 
 fn matterport(
     name: &'static str,
@@ -22,7 +22,6 @@ fn matterport(
         Network::Matterport(MatterportConfig { anchors_per_location, ..config }),
         RpnSpec {
             anchors,
-            scores: ScoreKind::SoftmaxPairs,
             // IMAGE_MIN_DIM, IMAGE_MAX_DIM of Matterport's `Config`.
             preprocessing: Preprocessing::MatterportSquare { min_dim: 800, max_dim: 1024 },
             coordinates: Coordinates::MatterportNormalized,

@@ -60,8 +60,6 @@ pub struct Architecture {
 pub struct RpnSpec {
     /// The anchor pyramid the head was trained with (level → y → x → anchor).
     pub anchors: AnchorConfig,
-    /// What the head's objectness output is.
-    pub scores: ScoreKind,
     /// How an image becomes the network's input.
     pub preprocessing: Preprocessing,
     /// Where the proposal layer runs and what its boxes are.
@@ -78,16 +76,6 @@ pub struct RpnSpec {
     /// Peak memory of one forward pass per input pixel (activations, measured on CPU with
     /// margin): what the memory budget is checked against before anything is allocated.
     pub bytes_per_input_pixel: u64,
-}
-
-/// The objectness output of a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ScoreKind {
-    /// `(background, foreground)` logits per anchor, scored by softmax (Keras/Matterport).
-    SoftmaxPairs,
-    /// One sigmoid probability per anchor (seed 002).
-    Sigmoid,
 }
 
 /// Where the proposal layer runs.
@@ -129,8 +117,6 @@ pub enum Preprocessing {
         /// `IMAGE_MAX_DIM` (a multiple of 64).
         max_dim: u32,
     },
-    /// Not an image model (a head on features).
-    Features,
 }
 
 impl Preprocessing {
@@ -157,7 +143,6 @@ impl Preprocessing {
                 let side = requested.unwrap_or(max_dim);
                 ImageSize { height: side, width: side }
             }
-            Self::Features => original,
         }
     }
 }
@@ -198,6 +183,12 @@ impl RpnSpec {
     /// The anchors per cell of a head shared by every level, derived from the anchors.
     pub fn anchors_per_cell(&self) -> usize {
         self.anchors.uniform_anchors_per_cell().unwrap_or(0)
+    }
+
+    /// Estimated peak bytes of one forward pass over `images` inputs of `input` size.
+    pub fn forward_bytes(&self, input: ImageSize, images: usize) -> u64 {
+        let pixels = u64::from(input.height) * u64::from(input.width);
+        pixels.saturating_mul(self.bytes_per_input_pixel).saturating_mul(images as u64)
     }
 }
 

@@ -6,7 +6,7 @@ use rpn_anchors::{AnchorConfig, ImageSize};
 use rpn_model::{Network, SeedResNetConfig};
 use rpn_proposals::{Clip, ProposalConfig};
 
-use super::{Architecture, Coordinates, Preprocessing, RpnSpec, ScoreKind};
+use super::{Architecture, Coordinates, Preprocessing, RpnSpec};
 
 /// The size the seed recipe trains at (`ShapesDataset`'s default side).
 const TRAINED_SIDE: u32 = 64;
@@ -25,7 +25,6 @@ fn seed(
         Network::SeedRpn { backbone, anchors_per_cell },
         RpnSpec {
             anchors,
-            scores: ScoreKind::SoftmaxPairs,
             preprocessing: Preprocessing::ResizeUnit { default_side: TRAINED_SIDE },
             coordinates: Coordinates::Pixels,
             // Matterport's inference layer (top 6000, NMS 0.7, 1000) in pixels, clipped to the

@@ -9,7 +9,7 @@ use rpn_anchors::{AnchorConfig, BoxCoder, ImageSize};
 use rpn_model::Network;
 use rpn_proposals::{Clip, ProposalConfig};
 
-use super::{Architecture, Coordinates, Preprocessing, RpnSpec, ScoreKind};
+use super::{Architecture, Coordinates, Preprocessing, RpnSpec};
 
 pub(super) fn architecture() -> Architecture {
     let anchors = AnchorConfig::seed002();
@@ -20,7 +20,6 @@ pub(super) fn architecture() -> Architecture {
         Network::Seed002Head { in_channels: 512, anchors_per_cell },
         RpnSpec {
             anchors,
-            scores: ScoreKind::Sigmoid,
             preprocessing: Preprocessing::VggCaffe { max_side: 1024, multiple: 16 },
             coordinates: Coordinates::Pixels,
             proposals: ProposalConfig {
