@@ -39,7 +39,8 @@ pub(super) fn resnet50() -> Architecture {
         "matterport-resnet50",
         "Matterport Mask R-CNN RPN, ResNet-50-FPN (P2-P6, 3 anchors)",
         MatterportConfig::resnet50(),
-        2_500,
+        // Measured: 448 B/px (ResNet-50-FPN + head + proposals at 512² and 1024²).
+        700,
     )
 }
 
@@ -48,6 +49,7 @@ pub(super) fn resnet101() -> Architecture {
         "matterport-resnet101",
         "Matterport Mask R-CNN RPN, ResNet-101-FPN (mask_rcnn_coco.h5)",
         MatterportConfig::resnet101(),
-        2_500,
+        // ResNet-101 adds stage-4 blocks at stride 16: the per-pixel peak stays the R50's.
+        700,
     )
 }

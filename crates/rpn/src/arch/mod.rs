@@ -73,8 +73,10 @@ pub struct RpnSpec {
     pub backbone: Option<&'static str>,
     /// Whether [`crate::Trainer`] can train it.
     pub trainable: bool,
-    /// Peak memory of one forward pass per input pixel (activations, measured on CPU with
-    /// margin): what the memory budget is checked against before anything is allocated.
+    /// Peak memory of one forward pass per input pixel (activations: the slope of the peak RSS
+    /// of `rpn propose` between two input sizes on CPU, times about 1.5): what the memory budget
+    /// is checked against before anything is allocated. Weights and the decoded image come on
+    /// top (a few hundred MB at most).
     pub bytes_per_input_pixel: u64,
 }
 
