@@ -218,7 +218,9 @@ fn train_resume_eval_and_propose_from_the_command_line() {
     assert_eq!(report["images"], 4);
     let w = weights.to_str().unwrap();
     let err = rpn(&["eval", "--weights", w, "--images", "2", "--nms-iou", "1.5"]).unwrap_err();
-    assert!(err.to_string().contains("--nms-iou 1.5 must be in (0, 1]"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("--nms-iou") && message.contains("1.5 must be in (0, 1]"), "{err}");
+    assert_eq!(err.exit_code(), 2, "a bad flag value is a usage error");
     let looser = rpn(&[
         "eval",
         "--weights",

@@ -54,7 +54,7 @@ fn torchvision_anchor_generator_is_bit_identical() {
         .collect();
     let config = AnchorConfig::torchvision_fpn();
     // Our ceil rule reproduces the grid a 32-divisible FPN backbone gives.
-    assert_eq!(config.feature_shapes(image(96, 160)), grid);
+    assert_eq!(config.feature_shapes(image(96, 160)).unwrap(), grid);
     let ours = config.generate_for_shapes(image(96, 160), &grid).unwrap();
     assert_eq!(ours.boxes(), f.boxes_xyxy("tv/anchors_96x160/anchors_xyxy"));
 }

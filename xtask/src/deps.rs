@@ -23,9 +23,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rpn-proposals", &["rpn-anchors"]),
     ("rpn-loss", &[]),
     ("rpn-model", &[]),
-    ("rpn-keras", &["rpn-model"]),
-    ("rpn", &["rpn-anchors", "rpn-targets", "rpn-proposals", "rpn-loss", "rpn-model"]),
-    ("rpn-cli", &["rpn", "rpn-anchors", "rpn-proposals", "rpn-model", "rpn-keras"]),
+    ("rpn-io", &[]),
+    ("rpn-keras", &["rpn-model", "rpn-io"]),
+    ("rpn", &["rpn-anchors", "rpn-targets", "rpn-proposals", "rpn-loss", "rpn-model", "rpn-io"]),
+    ("rpn-cli", &["rpn", "rpn-anchors", "rpn-proposals", "rpn-model", "rpn-keras", "rpn-io"]),
     ("rpn-tests", &["*"]),
     ("xtask", &[]),
 ];

@@ -5,6 +5,9 @@
 //! - `oracles`: installs the Python peers (torch, torchvision, tf-keras, Matterport's `mrcnn`) into
 //!   `target/oracles-venv`; only needed to regenerate fixtures or to run `bench`.
 //! - `fixtures`: regenerates the golden fixtures under `tests/fixtures/` with the peers.
+//! - `fuzz [--cases N]`: the property tests of the library crates with N cases per property
+//!   (default 10,000; CI runs each with its small default) — arbitrary sizes, NaN and infinite
+//!   values, hostile headers; every property includes "never panics".
 //! - `bench`: runs the peers' timing scripts and our criterion benches on the same inputs, and
 //!   prints the side-by-side table.
 
@@ -17,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask <test-all|deps|oracles|fixtures|bench> [--help]";
+const USAGE: &str =
+    "usage: cargo xtask <test-all|deps|oracles|fixtures|bench|fuzz [--cases N]> [--help]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
         Some("oracles") => python::install_oracles(&workspace_root()),
         Some("fixtures") => python::regenerate_fixtures(&workspace_root()),
         Some("bench") => bench::side_by_side(&workspace_root(), &args[1..]),
+        Some("fuzz") => fuzz(&workspace_root(), &args[1..]),
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -93,6 +98,33 @@ fn product_crates(root: &Path) -> Result<Vec<String>, String> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Crates whose property tests `fuzz` runs (every property includes "no panic").
+const FUZZED: &[&str] =
+    &["rpn-anchors", "rpn-targets", "rpn-proposals", "rpn-io", "rpn-keras", "rpn"];
+
+/// `cargo xtask fuzz [--cases N]`: the property tests with N cases each (default 10,000).
+fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
+    let cases = match args {
+        [] => 10_000,
+        [flag, n] if flag == "--cases" => n
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("--cases `{n}` is not a positive whole number\n{USAGE}"))?,
+        _ => return Err(format!("fuzz takes `--cases N` only\n{USAGE}")),
+    };
+    let mut cmd = cargo(root, &["test", "--locked", "--lib"]);
+    for name in FUZZED {
+        cmd.args(["-p", name]);
+    }
+    cmd.env("PROPTEST_CASES", cases.to_string());
+    eprintln!("==> fuzz: property tests of {} with {cases} cases each", FUZZED.join(", "));
+    let started = Instant::now();
+    run(&mut cmd)?;
+    eprintln!("==> fuzz: passed in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// One step of `test-all`: runs and says what failed.

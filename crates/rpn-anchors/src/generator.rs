@@ -393,14 +393,18 @@ impl AnchorConfig {
     /// Feature-map shapes for an image, `ceil(side / stride)` per level (Matterport's
     /// `compute_backbone_shapes`; also what a stride-2 conv/pool chain with "same" padding gives,
     /// e.g. 800 → 200, 100, 50, 25, 13).
-    pub fn feature_shapes(&self, image: ImageSize) -> Vec<FeatureShape> {
-        self.levels
+    ///
+    /// Validates the configuration first (a stride of 0 is an error, not a division by zero).
+    pub fn feature_shapes(&self, image: ImageSize) -> Result<Vec<FeatureShape>, AnchorError> {
+        self.validate()?;
+        Ok(self
+            .levels
             .iter()
             .map(|l| FeatureShape {
                 height: image.height.div_ceil(l.stride),
                 width: image.width.div_ceil(l.stride),
             })
-            .collect()
+            .collect())
     }
 
     /// The zero-centred anchors of one cell of `level`, in cell order, as `(half_w, half_h)`
@@ -442,8 +446,7 @@ impl AnchorConfig {
 
     /// All anchors for an image, with feature shapes from [`AnchorConfig::feature_shapes`].
     pub fn generate(&self, image: ImageSize) -> Result<Anchors, AnchorError> {
-        self.validate()?;
-        self.generate_unchecked(image, &self.feature_shapes(image))
+        self.generate_unchecked(image, &self.feature_shapes(image)?)
     }
 
     /// All anchors for an image whose backbone produced `shapes` (one per level), for backbones
@@ -469,9 +472,8 @@ impl AnchorConfig {
     /// best IoU) depend on that precision. Matching on these corners reproduces them exactly
     /// (see `rpn-targets`' `Matcher::with_f64_anchors`).
     pub fn generate_f64(&self, image: ImageSize) -> Result<Vec<[f64; 4]>, AnchorError> {
-        self.validate()?;
-        let levels = self.layout(image, &self.feature_shapes(image))?;
-        let mut corners = Vec::with_capacity(levels.iter().map(AnchorLevel::len).sum());
+        let levels = self.layout(image, &self.feature_shapes(image)?)?;
+        let mut corners = reserve(&levels)?;
         self.emit_corners(&levels, |c| corners.push(c));
         Ok(corners)
     }
@@ -490,10 +492,9 @@ impl AnchorConfig {
     /// # Ok::<(), rpn_anchors::AnchorError>(())
     /// ```
     pub fn generate_matterport_normalized(&self, image: ImageSize) -> Result<Anchors, AnchorError> {
-        self.validate()?;
-        let levels = self.layout(image, &self.feature_shapes(image))?;
+        let levels = self.layout(image, &self.feature_shapes(image)?)?;
         let (sh, sw) = (f64::from(image.height) - 1.0, f64::from(image.width) - 1.0);
-        let mut boxes = Vec::with_capacity(levels.iter().map(AnchorLevel::len).sum());
+        let mut boxes = reserve(&levels)?;
         self.emit_corners(&levels, |[x1, y1, x2, y2]| {
             boxes.push(Bbox::new(
                 (x1 / sw) as f32,
@@ -511,14 +512,15 @@ impl AnchorConfig {
         shapes: &[FeatureShape],
     ) -> Result<Anchors, AnchorError> {
         let levels = self.layout(image, shapes)?;
-        let mut boxes = Vec::with_capacity(levels.iter().map(AnchorLevel::len).sum());
+        let mut boxes = reserve(&levels)?;
         self.emit_corners(&levels, |[x1, y1, x2, y2]| {
             boxes.push(Bbox::new(x1 as f32, y1 as f32, x2 as f32, y2 as f32));
         });
         Ok(Anchors { boxes, levels })
     }
 
-    /// Per-level bookkeeping: strides actually used, grid shapes, index ranges.
+    /// Per-level bookkeeping: strides actually used, grid shapes, index ranges (their sum is
+    /// checked not to overflow).
     fn layout(
         &self,
         image: ImageSize,
@@ -534,20 +536,20 @@ impl AnchorConfig {
                     (image.height / shape.height.max(1), image.width / shape.width.max(1))
                 }
             };
-            let entry = AnchorLevel {
-                start,
-                shape: *shape,
-                stride_y,
-                stride_x,
-                anchors_per_cell: level.sizes.len() * self.ratios.len(),
-            };
-            start = start.checked_add(entry.len()).ok_or_else(|| {
-                AnchorError::config(
-                    format!("levels[{l}]"),
-                    "gives more anchors than fit in memory",
-                    shape,
-                )
-            })?;
+            let anchors_per_cell = level.sizes.len() * self.ratios.len();
+            let entry = AnchorLevel { start, shape: *shape, stride_y, stride_x, anchors_per_cell };
+            // Checked: a huge image or grid is an error, never an overflowing product.
+            start = (shape.height as usize)
+                .checked_mul(shape.width as usize)
+                .and_then(|cells| cells.checked_mul(anchors_per_cell))
+                .and_then(|n| start.checked_add(n))
+                .ok_or_else(|| {
+                    AnchorError::config(
+                        format!("levels[{l}]"),
+                        "gives more anchors than fit in memory",
+                        shape,
+                    )
+                })?;
             levels.push(entry);
         }
         Ok(levels)
@@ -578,6 +580,17 @@ fn fpn_levels() -> Vec<PyramidLevel> {
         .into_iter()
         .map(|(stride, size)| PyramidLevel { stride, sizes: vec![size] })
         .collect()
+}
+
+/// An empty buffer with room for every anchor of `levels`; an allocation the machine cannot
+/// make is an error naming the count, not an abort.
+fn reserve<T>(levels: &[AnchorLevel]) -> Result<Vec<T>, AnchorError> {
+    let count = levels.last().map_or(0, |l| l.start + l.len());
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(count).map_err(|_| {
+        AnchorError::config("levels", "give more anchors than fit in memory", count)
+    })?;
+    Ok(buffer)
 }
 
 #[cfg(test)]

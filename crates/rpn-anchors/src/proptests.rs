@@ -117,4 +117,37 @@ proptest! {
             prop_assert_eq!(anchors.level_of(level.start), anchors.level_of(level.range().end - 1));
         }
     }
+
+    /// Library entry point with arbitrary configuration values (stride 0, NaN and negative
+    /// sizes, odd offsets) and image sizes: an answer or a typed error, never a panic; an
+    /// answer has exactly Σ cells × anchors per cell boxes.
+    #[test]
+    fn any_anchor_config_is_an_answer_or_an_error(
+        levels in prop::collection::vec((0u32..40, prop::collection::vec(prop_oneof![4 => 1.0f32..300.0, 1 => Just(f32::NAN), 1 => Just(-8.0f32), 1 => Just(0.0f32)], 0..3)), 0..4),
+        ratios in prop::collection::vec(prop_oneof![4 => 0.2f32..5.0, 1 => Just(f32::INFINITY), 1 => Just(0.0f32)], 0..4),
+        offset in prop_oneof![0.0f32..1.0, Just(1.0f32), Just(f32::NAN), Just(-0.5f32)],
+        h in 1u32..300, w in 1u32..300,
+    ) {
+        let config = AnchorConfig {
+            levels: levels.into_iter().map(|(stride, sizes)| PyramidLevel { stride, sizes }).collect(),
+            ratios,
+            offset,
+            ..AnchorConfig::matterport_fpn()
+        };
+        let image = ImageSize::new(h, w).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let valid = config.validate().is_ok();
+        prop_assert_eq!(config.feature_shapes(image).is_ok(), valid);
+        for result in [config.generate(image).map(|a| a.len()), config.generate_f64(image).map(|a| a.len()), config.generate_matterport_normalized(image).map(|a| a.len())] {
+            match result {
+                Ok(n) => {
+                    prop_assert!(valid);
+                    let expected: usize = config.levels.iter().map(|l| {
+                        (h.div_ceil(l.stride) * w.div_ceil(l.stride)) as usize * l.sizes.len() * config.ratios.len()
+                    }).sum();
+                    prop_assert_eq!(n, expected);
+                }
+                Err(_) => prop_assert!(!valid),
+            }
+        }
+    }
 }

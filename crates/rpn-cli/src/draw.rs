@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::Once;
 
+use rpn_io::AtomicFile;
+
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use rpn::{ImageProposal, Sample, StepLosses};
@@ -27,14 +29,18 @@ fn register() {
 }
 
 fn draw_err(path: &Path, e: impl std::fmt::Display) -> CliError {
-    CliError::Usage(format!("drawing {}: {e}", path.display()))
+    CliError::Draw { path: path.to_path_buf(), message: e.to_string() }
 }
 
-/// `loss.png`: total, objectness and box losses per step.
-pub(crate) fn loss_curve(history: &[(usize, StepLosses)], path: &Path) -> Result<(), CliError> {
+/// `loss.png`: total, objectness and box losses per step, into `out` (not committed).
+pub(crate) fn loss_curve(
+    history: &[(usize, StepLosses)],
+    out: &AtomicFile,
+) -> Result<(), CliError> {
     register();
+    let path = out.destination();
     let err = |e: &dyn std::fmt::Display| draw_err(path, e);
-    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    let root = BitMapBackend::new(out.temp_path(), (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let last_step = history.last().map_or(1, |h| h.0).max(1) as f32;
     let y_max = history.iter().map(|h| h.1.total()).fold(0.1f32, f32::max) * 1.05;
@@ -117,25 +123,27 @@ pub(crate) fn proposals_on_image(
     sample: &Sample,
     proposals: &[ImageProposal],
     top: usize,
-    path: &Path,
+    out: &AtomicFile,
 ) -> Result<(), CliError> {
+    let path = out.destination();
     let (w, h) = (sample.size.width, sample.size.height);
     let rgb: Vec<u8> =
         sample.pixels.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
     let image = image::RgbImage::from_raw(w, h, rgb)
         .ok_or_else(|| draw_err(path, "pixel buffer does not match the image size"))?;
-    draw_boxes(&image, &sample.boxes, proposals, top, path)
+    draw_boxes(&image, &sample.boxes, proposals, top, out)
 }
 
-/// Draws on a copy of `image` (upscaled when small) and writes a PNG.
+/// Draws on a copy of `image` (upscaled when small) and writes a PNG into `out` (not committed).
 pub(crate) fn draw_boxes(
     image: &image::RgbImage,
     gt: &[Bbox],
     proposals: &[ImageProposal],
     top: usize,
-    path: &Path,
+    out: &AtomicFile,
 ) -> Result<(), CliError> {
     register();
+    let path = out.destination();
     let err = |e: &dyn std::fmt::Display| draw_err(path, e);
     let scale = display_scale(image.width());
     let (w, h) = (image.width() * scale, image.height() * scale);
@@ -191,7 +199,7 @@ pub(crate) fn draw_boxes(
         .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
-    let out = image::RgbImage::from_raw(w, total_h, canvas)
+    let picture = image::RgbImage::from_raw(w, total_h, canvas)
         .ok_or_else(|| draw_err(path, "canvas size changed while drawing"))?;
-    out.save(path).map_err(|e| err(&e))
+    picture.save_with_format(out.temp_path(), image::ImageFormat::Png).map_err(|e| err(&e))
 }

@@ -9,14 +9,22 @@
 //! rpn forward --arch seed001 --weights W.safetensors --input X.npy -o OUT.npz [--device cpu|cuda|metal]
 //! rpn inspect FILE.(safetensors|h5)
 //! ```
+//!
+//! Exit status ([`main_with`]): 0 on success (and when the reader of standard output has gone,
+//! as in `rpn inspect W | head -1`), 2 for usage errors (a bad flag or value, clap's
+//! convention), 1 for everything else. Every file the commands write is written atomically
+//! ([`rpn_io::AtomicFile`]): on any failure the old file is untouched, and commands that write
+//! several files write none until all of them are computed.
 
 mod draw;
+mod flags;
 mod propose;
 mod train;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use rpn::{Architecture, ProposerOptions};
 use rpn_keras::{port, read_keras_file, write_safetensors, PortError, PortOptions};
@@ -59,9 +67,78 @@ pub enum CliError {
         /// The decoder's error.
         source: Box<image::ImageError>,
     },
-    /// Bad arguments.
+    /// An output file could not be written (the old one is untouched).
+    #[error(transparent)]
+    Output(#[from] rpn_io::OutputError),
+    /// An `.npy` input could not be read.
+    #[error(transparent)]
+    Npy(#[from] rpn_io::NpyError),
+    /// A picture could not be drawn (nothing was written).
+    #[error("drawing {}: {message}", path.display())]
+    Draw {
+        /// The picture's path.
+        path: PathBuf,
+        /// The drawing library's error.
+        message: String,
+    },
+    /// An input array does not fit the command (rank, zero or wrong dimensions, non-finite
+    /// values).
+    #[error("{}: {message}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A bug: something that cannot fail did (please report it).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Bad arguments: a flag, a value or a combination the command refuses (exit status 2).
     #[error("{0}")]
     Usage(String),
+}
+
+impl CliError {
+    /// The process exit status for this error: 2 for usage errors, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the command line `args` and writes its report to `stdout`, errors to `stderr`;
+/// returns the exit status (see the module docs). What the `rpn` binary's `main` does, as a
+/// function so that tests can drive it with failing writers.
+pub fn main_with<I, T>(args: I, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match run(args) {
+        Ok(report) => match writeln!(stdout, "{report}").and_then(|()| stdout.flush()) {
+            Ok(()) => 0,
+            // The reader went away (`rpn inspect W | head -1`): like other Unix tools, stop
+            // quietly. The work itself succeeded and its files are written.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            Err(e) => {
+                // Best effort: if stderr is gone too there is nobody left to tell.
+                let _ = writeln!(stderr, "error: cannot write the report to standard output: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            let _ = writeln!(stderr, "error: {}", error_chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// A line of progress on standard error that never panics (an `eprintln!` does when stderr is
+/// a full disk).
+pub(crate) fn note(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// `error` and each of its causes, one per line (`caused by: …`), as the binary prints them.
@@ -110,56 +187,67 @@ enum Command {
         #[arg(short, long, default_value = "runs/demo")]
         output: PathBuf,
         /// Training steps of 20 images (the default takes about 4 minutes on 2 cores).
-        #[arg(long, default_value_t = DEMO_STEPS)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = DEMO_STEPS, value_parser = flags::count)]
         steps: usize,
         /// Held-out images to evaluate.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = flags::count)]
         images: usize,
         /// Seed of the weights, the data and the anchor sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
     /// Trains seed000/seed001 with seed 001's recipe; writes RUN_DIR/{loss.csv, checkpoint.safetensors, final.safetensors}.
+    ///
+    /// With --resume, flags left out take the checkpoint's values; a flag given with another
+    /// value than the checkpoint's is refused unless --override says to continue with it.
     Train {
-        /// seed000 or seed001.
-        #[arg(long, default_value = "seed001")]
-        arch: Architecture,
-        /// `shapes` (generated from --seed) or a directory with annotations.json (COCO boxes).
-        #[arg(long, value_parser = train::parse_dataset, default_value = "shapes")]
-        dataset: train::DatasetArg,
+        /// seed000 or seed001 [default: seed001].
+        #[arg(long)]
+        arch: Option<Architecture>,
+        /// `shapes` (generated from --seed) or a directory with annotations.json (COCO boxes)
+        /// [default: shapes].
+        #[arg(long, value_parser = train::parse_dataset)]
+        dataset: Option<train::DatasetArg>,
         /// Total steps (a resumed run continues up to this step).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::count)]
         steps: usize,
-        /// Images per step.
-        #[arg(long, default_value_t = 20)]
-        batch_size: usize,
-        /// Seed of the weights, the image order and the anchor sampling.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Learning rate (seed 001: 0.0005).
-        #[arg(long, default_value_t = 5e-4)]
-        lr: f64,
-        /// SGD momentum (seed 001: 0.9).
-        #[arg(long, default_value_t = 0.9)]
-        momentum: f64,
-        /// L2 weight decay.
-        #[arg(long, default_value_t = 0.0)]
-        weight_decay: f64,
-        /// Clip the gradients' global L2 norm to this.
+        /// Images per step [default: 20].
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::count)]
+        batch_size: Option<usize>,
+        /// Seed of the weights, the image order and the anchor sampling [default: 0].
         #[arg(long)]
+        seed: Option<u64>,
+        /// Learning rate, finite and > 0 [default: 0.0005, seed 001's].
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::positive)]
+        lr: Option<f64>,
+        /// SGD momentum in [0, 1) [default: 0.9, seed 001's].
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::momentum)]
+        momentum: Option<f64>,
+        /// L2 weight decay ≥ 0 [default: 0].
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::non_negative)]
+        weight_decay: Option<f64>,
+        /// Clip the gradients' global L2 norm to this (> 0).
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::positive)]
         clip_grad_norm: Option<f64>,
-        /// constant, step:EVERY:GAMMA or cosine[:FLOOR] (cosine decays over --steps).
-        #[arg(long, value_parser = train::parse_schedule, default_value = "constant")]
-        schedule: train::ScheduleArg,
-        /// Side of the (square) training images; directory images are resized to it.
-        #[arg(long, default_value_t = 64)]
-        image_size: usize,
-        /// Write RUN_DIR/checkpoint.safetensors every this many steps (and at the end).
+        /// constant, step:EVERY:GAMMA (EVERY ≥ 1, GAMMA > 0) or cosine[:FLOOR] (FLOOR a share
+        /// of --lr in [0, 1]; cosine decays over --steps) [default: constant].
+        #[arg(long, value_parser = train::parse_schedule)]
+        schedule: Option<train::ScheduleArg>,
+        /// Side of the (square) training images, a multiple of the network's stride;
+        /// directory images are resized to it [default: 64].
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::side)]
+        image_size: Option<u32>,
+        /// Write RUN_DIR/checkpoint.safetensors every this many steps (and at the end; 0: only
+        /// at the end).
         #[arg(long, default_value_t = 50)]
         checkpoint_every: usize,
-        /// Continue from RUN_DIR/checkpoint.safetensors (its configuration wins).
+        /// Continue from RUN_DIR/checkpoint.safetensors, exactly.
         #[arg(long)]
         resume: bool,
+        /// With --resume: continue with the flags given even where they differ from the
+        /// checkpoint's configuration (the changes are listed on stderr).
+        #[arg(long = "override", requires = "resume")]
+        override_checkpoint: bool,
         /// Before writing final.safetensors, recompute the BatchNorm statistics over this many
         /// training batches (detectron2's PreciseBN; 0 keeps the training run's moving averages).
         #[arg(long, default_value_t = 10)]
@@ -180,18 +268,18 @@ enum Command {
         #[arg(long, value_parser = train::parse_dataset, default_value = "shapes")]
         dataset: train::DatasetArg,
         /// Images to evaluate (a directory has at most its own count).
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = flags::count)]
         images: usize,
         /// Seed of the held-out shapes.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Side of the (square) images.
-        #[arg(long, default_value_t = 64)]
-        image_size: usize,
+        /// Side of the (square) images, a multiple of the network's stride.
+        #[arg(long, allow_negative_numbers = true, default_value_t = 64, value_parser = flags::side)]
+        image_size: u32,
         /// IoU threshold of the proposal layer's NMS (Matterport's RPN_NMS_THRESHOLD, 0.7). Lower
         /// values spread the top 100 over more objects (0.5: recall@0.5 0.84 → 0.95 after 300
         /// steps of seed 001) at the cost of recall at IoU 0.7.
-        #[arg(long, default_value_t = 0.7)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.7, value_parser = flags::iou)]
         nms_iou: f32,
         /// Print one JSON object (keys recall_iou0.5_top100, recall_iou0.7_top100, ar_top100, …).
         #[arg(long)]
@@ -225,13 +313,13 @@ enum Command {
         draw: Option<PathBuf>,
         /// Proposals kept per image (default 100; with `--format matterport`, all the layer's
         /// rows, zero-padded to 1000 or 2000 like `rpn_rois`).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::count)]
         top: Option<usize>,
         /// Seeds 000/001: run the network on SIDE×SIDE (default: the size the weights were
         /// trained at, 64 for the seed recipe). Seed 002: the longest side (default 1024; never
         /// upscaled). Matterport: IMAGE_MAX_DIM of the `square` resize (default 1024).
-        #[arg(long)]
-        image_size: Option<usize>,
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::side)]
+        image_size: Option<u32>,
         /// Matterport: `pixels` (x1,y1,x2,y2 in original-image pixels; molded pixels for
         /// --input) or `matterport` (normalised y1,x1,y2,x2 zero-padded like `rpn_rois`; --input).
         #[arg(long, value_enum)]
@@ -327,27 +415,28 @@ where
             image_size,
             checkpoint_every,
             resume,
+            override_checkpoint,
             precise_bn,
             output,
         } => {
             let args = train::TrainArgs {
-                arch,
-                dataset,
-                steps,
-                config: rpn::TrainConfig {
+                flags: train::RunFlags {
+                    arch,
+                    dataset,
+                    batch_size,
+                    seed,
                     lr,
                     momentum,
                     weight_decay,
-                    batch_size,
-                    seed,
                     clip_grad_norm,
-                    ..rpn::TrainConfig::default()
+                    schedule,
+                    image_size,
                 },
-                schedule,
-                image_size,
+                steps,
                 output,
                 checkpoint_every,
                 resume,
+                override_checkpoint,
                 precise_bn_batches: precise_bn,
             };
             let outcome = train::train(&args)?;
@@ -364,10 +453,6 @@ where
             json,
             device: d,
         } => {
-            if !(nms_iou > 0.0 && nms_iou <= 1.0) {
-                return Err(CliError::Usage(format!("--nms-iou {nms_iou} must be in (0, 1]")));
-            }
-            let data = train::dataset(&dataset, train::Split::HeldOut, seed, image_size)?;
             let Some(spec) = arch.rpn() else {
                 return Err(rpn::Error::Unsupported {
                     arch: arch.name,
@@ -375,6 +460,8 @@ where
                 }
                 .into());
             };
+            train::check_side(&arch, "--image-size", image_size)?;
+            let data = train::dataset(&dataset, train::Split::HeldOut, seed, image_size)?;
             let options = ProposerOptions {
                 device: device(d)?,
                 input_side: Some(data.image_size().height),
@@ -384,7 +471,7 @@ where
             let proposer = rpn::Proposer::load(&arch, &weights, options)?;
             let report = train::evaluate(&proposer, data.as_ref(), images, 20)?;
             if json {
-                serde_json::to_string(&report).map_err(|e| CliError::Usage(e.to_string()))
+                json_text(&report)
             } else {
                 Ok(format!("{} on {}\n{report}", arch.name, data.describe()))
             }
@@ -430,6 +517,16 @@ where
     }
 }
 
+/// `value` as compact JSON.
+pub(crate) fn json_text(value: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string(value).map_err(|e| CliError::Internal(format!("JSON: {e}")))
+}
+
+/// `value` as indented JSON.
+pub(crate) fn json_pretty(value: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value).map_err(|e| CliError::Internal(format!("JSON: {e}")))
+}
+
 fn parse_memory_budget(text: &str) -> Result<u64, String> {
     rpn::parse_bytes(text)
         .ok_or_else(|| format!("`{text}` is not a positive number of bytes (e.g. 4G, 512M)"))
@@ -441,6 +538,8 @@ fn port_keras(
     output: &Path,
     exclude: Vec<String>,
 ) -> Result<String, CliError> {
+    // Refuse a bad destination (a device, a missing directory) before reading the input.
+    rpn_io::check_destination(output)?;
     let shapes = candle("listing the model's tensors", arch.network.tensor_shapes())?;
     let weights = port(input, &arch.network.keras_layout(), &shapes, &PortOptions { exclude })?;
     write_safetensors(&weights, output)?;
@@ -488,12 +587,10 @@ fn forward(
     device_arg: DeviceArg,
 ) -> Result<String, CliError> {
     let device = device(device_arg)?;
+    let out = rpn_io::AtomicFile::create(output)?;
     let (model, _) = rpn::load_model(weights, arch, &device)?;
-    let x = candle(format!("reading {}", input.display()), Tensor::read_npy(input))?;
-    let x = candle(
-        "converting the input to f32",
-        x.to_dtype(DType::F32).and_then(|x| x.to_device(&device)),
-    )?;
+    let x = read_nhwc(input, expected_channels(arch))?;
+    let x = candle("moving the input to the device", x.to_device(&device))?;
     let outputs: Vec<(&str, Tensor)> = match &model {
         Model::SeedRpn(m) => {
             let o = candle(format!("running {}", arch.name), m.forward_nhwc(&x))?;
@@ -524,10 +621,10 @@ fn forward(
             named
         }
         _ => {
-            return Err(CliError::Usage(format!(
-                "{}: `rpn forward` does not know this network's outputs yet",
-                arch.name
-            )))
+            return Err(CliError::from(rpn::Error::Unsupported {
+                arch: arch.name,
+                what: "`rpn forward` does not know this network's outputs yet".into(),
+            }))
         }
     };
     let on_cpu: Vec<(&str, Tensor)> = outputs
@@ -537,9 +634,46 @@ fn forward(
         })
         .collect::<Result<_, _>>()?;
     let refs: Vec<(&str, &Tensor)> = on_cpu.iter().map(|(n, t)| (*n, t)).collect();
-    candle(format!("writing {}", output.display()), Tensor::write_npz(&refs, output))?;
+    candle(format!("writing {}", output.display()), Tensor::write_npz(&refs, out.temp_path()))?;
+    out.commit()?;
     let shapes: Vec<String> = on_cpu.iter().map(|(n, t)| format!("{n} {:?}", t.dims())).collect();
     Ok(format!("wrote {}: {}", output.display(), shapes.join(", ")))
+}
+
+/// The channels an NHWC input of `arch` has (images: 3; seed 002's head: its feature depth).
+fn expected_channels(arch: &Architecture) -> Option<usize> {
+    match &arch.network {
+        rpn_model::Network::Seed002Head { in_channels, .. } => Some(*in_channels),
+        _ => Some(3),
+    }
+}
+
+/// Reads an NHWC `.npy` (any numeric dtype, as f32) and checks it before it reaches a network:
+/// rank 4, no zero dimension, `channels` channels, finite values.
+pub(crate) fn read_nhwc(path: &Path, channels: Option<usize>) -> Result<Tensor, CliError> {
+    let array = rpn_io::read_npy(path)?;
+    let bad = |message: String| CliError::Input { path: path.to_path_buf(), message };
+    let shape = array.shape.as_slice();
+    let [_, _, _, c] = *shape else {
+        return Err(bad(format!(
+            "expected an NHWC array [batch, height, width, channels], got shape {shape:?}"
+        )));
+    };
+    if shape.contains(&0) {
+        return Err(bad(format!("shape {shape:?} has a zero dimension: there is nothing to run")));
+    }
+    if let Some(expected) = channels.filter(|&e| e != c) {
+        return Err(bad(format!("shape {shape:?} has {c} channels; the network takes {expected}")));
+    }
+    let non_finite = array.data.iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
+        return Err(bad(format!(
+            "{non_finite} of {} values are NaN or infinite; a network cannot give meaningful \
+             outputs for them",
+            array.data.len()
+        )));
+    }
+    candle(format!("reading {}", path.display()), Tensor::from_vec(array.data, shape, &Device::Cpu))
 }
 
 fn inspect(file: &Path) -> Result<String, CliError> {
@@ -561,14 +695,18 @@ fn inspect(file: &Path) -> Result<String, CliError> {
             operation: "cannot read",
             source,
         })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-            CliError::Usage(format!("{} is not a safetensors file: {e}", file.display()))
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CliError::Input {
+            path: file.to_path_buf(),
+            message: format!("not a safetensors file: {e}"),
         })?;
         lines.push(format!("{} (safetensors)", file.display()));
         let mut names: Vec<_> = st.names().into_iter().map(String::from).collect();
         names.sort();
         for name in names {
-            let view = st.tensor(&name).map_err(|e| CliError::Usage(e.to_string()))?;
+            let view = st.tensor(&name).map_err(|e| CliError::Input {
+                path: file.to_path_buf(),
+                message: format!("tensor `{name}`: {e}"),
+            })?;
             total += view.shape().iter().product::<usize>();
             lines.push(format!("{name}  {:?}  {:?}", view.dtype(), view.shape()));
         }

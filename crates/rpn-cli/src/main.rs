@@ -1,16 +1,10 @@
-//! `rpn`: see `rpn --help` and the `rpn_cli` library docs.
+//! `rpn`: see `rpn --help` and the `rpn_cli` library docs (exit status: 0 success, 2 usage
+//! error, 1 any other error).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match rpn_cli::run(std::env::args_os()) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {}", rpn_cli::error_chain(&e));
-            ExitCode::FAILURE
-        }
-    }
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    ExitCode::from(rpn_cli::main_with(std::env::args_os(), &mut stdout, &mut stderr))
 }

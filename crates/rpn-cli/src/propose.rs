@@ -9,6 +9,8 @@ use clap::ValueEnum;
 use rpn::{Architecture, ImageProposals, MatterportProposals, Proposer, ProposerOptions};
 use rpn_proposals::ProposalConfig;
 
+use rpn_io::AtomicFile;
+
 use crate::{draw, CliError};
 
 /// How Matterport proposals are written.
@@ -41,7 +43,7 @@ pub(crate) struct ProposeArgs {
     pub(crate) draw: Option<PathBuf>,
     /// `None`: 100, or every row of the layer for `--format matterport`.
     pub(crate) top: Option<usize>,
-    pub(crate) image_size: Option<usize>,
+    pub(crate) image_size: Option<u32>,
     pub(crate) format: Option<Format>,
     pub(crate) preset: Option<Preset>,
     pub(crate) memory_budget: Option<u64>,
@@ -91,6 +93,12 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
             args.arch.name
         )));
     }
+    if args.backbone_weights.is_some() && args.arch.rpn().is_some_and(|r| r.backbone.is_none()) {
+        return Err(CliError::Usage(format!(
+            "--backbone-weights is for heads on a separate backbone (seed002), not {}",
+            args.arch.name
+        )));
+    }
     if args.input.is_some() && args.draw.is_some() {
         return Err(CliError::Usage(
             "--draw needs --image: a molded --input has no picture to draw on".into(),
@@ -99,12 +107,27 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
     if args.images.is_empty() && args.input.is_none() {
         return Err(CliError::Usage("give at least one --image".into()));
     }
-    let input_side = args
-        .image_size
-        .map(|s| {
-            u32::try_from(s).map_err(|_| CliError::Usage(format!("--image-size {s} is too large")))
-        })
-        .transpose()?;
+    if args.input.is_none() && args.format == Some(Format::Matterport) {
+        return Err(CliError::Usage(
+            "--format matterport writes rpn_rois of molded inputs: give --input".into(),
+        ));
+    }
+    if args.input.is_none() && ext == "npz" {
+        return Err(CliError::Usage(format!(
+            "{}: .npz holds rpn_rois of molded inputs (--input); proposals for images are .json",
+            args.output.display()
+        )));
+    }
+    // Every output is opened (and so checked) before anything is loaded or computed, and
+    // committed only once everything has been: a failure leaves all old files as they were.
+    let output = AtomicFile::create(&args.output)?;
+    let pictures = match &args.draw {
+        Some(draw_path) => (0..args.images.len())
+            .map(|i| AtomicFile::create(&numbered(draw_path, i, args.images.len())))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let input_side = args.image_size;
     let mut options = ProposerOptions {
         device,
         backbone_weights: args.backbone_weights.clone(),
@@ -122,18 +145,7 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
     let format = args.format.unwrap_or(Format::Pixels);
 
     if let Some(input) = &args.input {
-        return propose_molded(args, &proposer, input, format);
-    }
-    if format == Format::Matterport {
-        return Err(CliError::Usage(
-            "--format matterport writes rpn_rois of molded inputs: give --input".into(),
-        ));
-    }
-    if ext == "npz" {
-        return Err(CliError::Usage(format!(
-            "{}: .npz holds rpn_rois of molded inputs (--input); proposals for images are .json",
-            args.output.display()
-        )));
+        return propose_molded(args, &proposer, input, format, output);
     }
     let top = args.top.unwrap_or(DEFAULT_TOP);
     // Decode everything first: a bad file fails before any output is written.
@@ -155,15 +167,17 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
         "level": level_note(&args.arch),
         "images": entries,
     });
-    write_json(&args.output, &json)?;
+    let mut output = output;
+    output.write_all(crate::json_pretty(&json)?.as_bytes())?;
     let mut drawn = Vec::new();
-    if let Some(draw_path) = &args.draw {
-        for (i, (img, r)) in decoded.iter().zip(&results).enumerate() {
-            let path = numbered(draw_path, i, results.len());
-            let shown: Vec<_> = r.proposals.iter().take(top).copied().collect();
-            draw::draw_boxes(&img.to_rgb8(), &[], &shown, top.min(10), &path)?;
-            drawn.push(path.display().to_string());
-        }
+    for ((img, r), picture) in decoded.iter().zip(&results).zip(&pictures) {
+        let shown: Vec<_> = r.proposals.iter().take(top).copied().collect();
+        draw::draw_boxes(&img.to_rgb8(), &[], &shown, top.min(10), picture)?;
+        drawn.push(picture.destination().display().to_string());
+    }
+    output.commit()?;
+    for picture in pictures {
+        picture.commit()?;
     }
     let sizes: Vec<String> = results
         .iter()
@@ -211,33 +225,15 @@ fn image_entry(file: &Path, r: &ImageProposals, top: usize) -> serde_json::Value
     entry
 }
 
-fn write_json(path: &Path, json: &serde_json::Value) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(json)
-        .map_err(|e| CliError::Usage(format!("cannot format the JSON: {e}")))?;
-    std::fs::write(path, text).map_err(|source| CliError::Io {
-        path: path.to_path_buf(),
-        operation: "cannot write",
-        source,
-    })
-}
-
 /// `--input molded.npy`: Matterport's `rpn_rois` (normalised) or molded-pixel boxes.
 fn propose_molded(
     args: &ProposeArgs,
     proposer: &Proposer,
     input: &Path,
     format: Format,
+    mut output: AtomicFile,
 ) -> Result<String, CliError> {
-    let x = Tensor::read_npy(input).and_then(|x| x.to_dtype(candle_core::DType::F32)).map_err(
-        |source| CliError::Candle { context: format!("reading {}", input.display()), source },
-    )?;
-    if x.rank() != 4 || x.dim(3).ok() != Some(3) {
-        return Err(CliError::Usage(format!(
-            "{}: expected molded NHWC images [B, H, W, 3], got {:?}",
-            input.display(),
-            x.dims()
-        )));
-    }
+    let x = crate::read_nhwc(input, Some(3))?;
     let results = proposer.propose_molded(&x)?;
     let layer = proposer.proposal_config();
     let top = match (args.top, format) {
@@ -277,7 +273,7 @@ fn propose_molded(
         let write = || -> candle_core::Result<()> {
             let boxes = Tensor::from_vec(boxes, (b, n, 4), &Device::Cpu)?;
             let scores = Tensor::from_vec(scores, (b, n), &Device::Cpu)?;
-            Tensor::write_npz(&[("proposals", &boxes), ("scores", &scores)], &args.output)
+            Tensor::write_npz(&[("proposals", &boxes), ("scores", &scores)], output.temp_path())
         };
         write().map_err(|source| CliError::Candle {
             context: format!("writing {}", args.output.display()),
@@ -310,8 +306,9 @@ fn propose_molded(
             "level": level_note(&args.arch),
             "images": images,
         });
-        write_json(&args.output, &json)?;
+        output.write_all(crate::json_pretty(&json)?.as_bytes())?;
     }
+    output.commit()?;
     let size = results.first().map_or((0, 0), |r| (r.input.height, r.input.width));
     Ok(format!(
         "wrote up to {top} proposals per image for {} image(s) ({}×{} molded) to {}",

@@ -1,6 +1,6 @@
 //! `rpn train`, `rpn eval` and `rpn demo`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use rpn::{
     StepLosses, TrainConfig, Trainer,
 };
 use rpn_anchors::ImageSize;
+use rpn_io::AtomicFile;
 
 use crate::draw;
 use crate::CliError;
@@ -34,25 +35,34 @@ pub(crate) fn parse_dataset(s: &str) -> Result<DatasetArg, String> {
 }
 
 /// `--schedule constant | step:EVERY:GAMMA | cosine[:FLOOR]` (cosine decays over `--steps`).
+/// Every number is checked here: EVERY ≥ 1, GAMMA finite and > 0, FLOOR in [0, 1].
 pub(crate) fn parse_schedule(s: &str) -> Result<ScheduleArg, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let num = |v: &str, what: &str| -> Result<f64, String> {
-        v.parse().map_err(|_| format!("schedule `{s}`: {what} `{v}` is not a number"))
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("schedule `{s}`: {what} `{v}` is not a finite number"))
     };
-    match parts.as_slice() {
-        ["constant"] => Ok(ScheduleArg::Constant),
-        ["step", every, gamma] => Ok(ScheduleArg::Step {
-            every: every
-                .parse()
-                .map_err(|_| format!("schedule `{s}`: step count `{every}` is not an integer"))?,
+    let schedule = match parts.as_slice() {
+        ["constant"] => ScheduleArg::Constant,
+        ["step", every, gamma] => ScheduleArg::Step {
+            every: every.parse().map_err(|_| {
+                format!("schedule `{s}`: step count `{every}` is not a whole number")
+            })?,
             gamma: num(gamma, "gamma")?,
-        }),
-        ["cosine"] => Ok(ScheduleArg::Cosine { floor: 0.0 }),
-        ["cosine", floor] => Ok(ScheduleArg::Cosine { floor: num(floor, "floor")? }),
-        _ => Err(format!(
-            "unknown schedule `{s}` (expected constant, step:EVERY:GAMMA or cosine[:FLOOR])"
-        )),
-    }
+        },
+        ["cosine"] => ScheduleArg::Cosine { floor: 0.0 },
+        ["cosine", floor] => ScheduleArg::Cosine { floor: num(floor, "floor")? },
+        _ => {
+            return Err(format!(
+                "unknown schedule `{s}` (expected constant, step:EVERY:GAMMA or cosine[:FLOOR])"
+            ))
+        }
+    };
+    // The library's own check, so the flag and the API refuse the same things.
+    schedule.resolve(1).validate().map_err(|e| format!("schedule `{s}`: {e}"))?;
+    Ok(schedule)
 }
 
 /// A schedule before the run length is known.
@@ -73,10 +83,21 @@ impl ScheduleArg {
     }
 }
 
-fn square(side: usize) -> Result<ImageSize, CliError> {
-    let side = u32::try_from(side)
-        .map_err(|_| CliError::Usage(format!("image size {side} is too large")))?;
+fn square(side: u32) -> Result<ImageSize, CliError> {
     ImageSize::new(side, side).map_err(|e| CliError::Usage(format!("image size: {e}")))
+}
+
+/// Refuses a `flag` side that `arch` cannot run: it must be a positive multiple of the
+/// network's stride (the feature map must tile the image).
+pub(crate) fn check_side(arch: &Architecture, flag: &str, side: u32) -> Result<(), CliError> {
+    let stride = arch.network.stride() as u32;
+    if side < stride || !side.is_multiple_of(stride) {
+        return Err(CliError::Usage(format!(
+            "{flag} {side}: {} needs a multiple of its stride {stride}",
+            arch.name
+        )));
+    }
+    Ok(())
 }
 
 /// Which shapes images a data set argument means.
@@ -94,7 +115,7 @@ pub(crate) fn dataset(
     arg: &DatasetArg,
     split: Split,
     seed: u64,
-    side: usize,
+    side: u32,
 ) -> Result<Box<dyn Dataset>, CliError> {
     Ok(match arg {
         DatasetArg::Shapes => {
@@ -102,7 +123,7 @@ pub(crate) fn dataset(
                 Split::Train => ShapesSource::train(seed),
                 Split::HeldOut => ShapesSource::held_out(seed),
             };
-            s.shapes.side = side;
+            s.shapes.side = side as usize;
             Box::new(s)
         }
         DatasetArg::Directory(dir) => Box::new(CocoDirectory::open(dir, square(side)?)?),
@@ -117,18 +138,124 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
+/// The flags that define a training run. `None`: not given on the command line; a fresh run
+/// takes the default, a resumed run the checkpoint's value.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunFlags {
+    pub(crate) arch: Option<Architecture>,
+    pub(crate) dataset: Option<DatasetArg>,
+    pub(crate) batch_size: Option<usize>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) lr: Option<f64>,
+    pub(crate) momentum: Option<f64>,
+    pub(crate) weight_decay: Option<f64>,
+    pub(crate) clip_grad_norm: Option<f64>,
+    pub(crate) schedule: Option<ScheduleArg>,
+    pub(crate) image_size: Option<u32>,
+}
+
+/// A run's settings once defaults (or the checkpoint's values) are filled in.
+struct RunSettings {
+    arch: Architecture,
+    dataset: DatasetArg,
+    config: TrainConfig,
+    image_size: u32,
+}
+
+impl RunFlags {
+    /// The settings of a fresh run: given flags, else seed 001's recipe.
+    fn fresh(&self, steps: usize) -> Result<RunSettings, CliError> {
+        let base = TrainConfig::default();
+        let config = TrainConfig {
+            lr: self.lr.unwrap_or(base.lr),
+            momentum: self.momentum.unwrap_or(base.momentum),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            batch_size: self.batch_size.unwrap_or(base.batch_size),
+            seed: self.seed.unwrap_or(base.seed),
+            clip_grad_norm: self.clip_grad_norm.or(base.clip_grad_norm),
+            schedule: self.schedule.unwrap_or(ScheduleArg::Constant).resolve(steps),
+        };
+        let arch = match &self.arch {
+            Some(a) => a.clone(),
+            None => "seed001".parse().map_err(rpn::Error::from)?,
+        };
+        Ok(RunSettings {
+            arch,
+            dataset: self.dataset.clone().unwrap_or(DatasetArg::Shapes),
+            config,
+            image_size: self.image_size.unwrap_or(DEFAULT_SIDE),
+        })
+    }
+
+    /// The settings of a resumed run: given flags, else the checkpoint's values; and one line
+    /// per given flag whose value differs from the checkpoint's.
+    fn resumed(
+        &self,
+        info: &rpn::CheckpointInfo,
+        steps: usize,
+    ) -> Result<(RunSettings, Vec<String>), CliError> {
+        let c = info.config;
+        let mut changes = Vec::new();
+        let mut pick = |flag: &str, given: Option<String>, saved: String| {
+            if let Some(g) = given.filter(|g| *g != saved) {
+                changes.push(format!("{flag} {g} (the checkpoint has {saved})"));
+            }
+        };
+        pick("--arch", self.arch.as_ref().map(|a| a.name.to_owned()), info.arch.clone());
+        pick("--batch-size", self.batch_size.map(|v| v.to_string()), c.batch_size.to_string());
+        pick("--seed", self.seed.map(|v| v.to_string()), c.seed.to_string());
+        pick("--lr", self.lr.map(|v| v.to_string()), c.lr.to_string());
+        pick("--momentum", self.momentum.map(|v| v.to_string()), c.momentum.to_string());
+        pick(
+            "--weight-decay",
+            self.weight_decay.map(|v| v.to_string()),
+            c.weight_decay.to_string(),
+        );
+        let clip = |v: Option<f64>| v.map_or("none".to_owned(), |v| v.to_string());
+        pick(
+            "--clip-grad-norm",
+            self.clip_grad_norm.map(|v| v.to_string()),
+            clip(c.clip_grad_norm),
+        );
+        let schedule = self.schedule.map(|s| s.resolve(steps));
+        pick("--schedule", schedule.map(|s| format!("{s:?}")), format!("{:?}", c.schedule));
+        pick("--image-size", self.image_size.map(|v| v.to_string()), info.image_size.to_string());
+        let config = TrainConfig {
+            lr: self.lr.unwrap_or(c.lr),
+            momentum: self.momentum.unwrap_or(c.momentum),
+            weight_decay: self.weight_decay.unwrap_or(c.weight_decay),
+            batch_size: self.batch_size.unwrap_or(c.batch_size),
+            seed: self.seed.unwrap_or(c.seed),
+            clip_grad_norm: self.clip_grad_norm.or(c.clip_grad_norm),
+            schedule: schedule.unwrap_or(c.schedule),
+        };
+        let arch = match &self.arch {
+            Some(a) => a.clone(),
+            None => info.arch.parse().map_err(rpn::Error::from)?,
+        };
+        let settings = RunSettings {
+            arch,
+            // Data sets are not recorded as arguments: `shapes` unless given (compared below).
+            dataset: self.dataset.clone().unwrap_or(DatasetArg::Shapes),
+            config,
+            image_size: self.image_size.unwrap_or(info.image_size),
+        };
+        Ok((settings, changes))
+    }
+}
+
+/// `--image-size` of a fresh run: seed 001's 64.
+const DEFAULT_SIDE: u32 = 64;
+
 /// What `rpn train` was asked to do.
 #[derive(Debug, Clone)]
 pub(crate) struct TrainArgs {
-    pub(crate) arch: Architecture,
-    pub(crate) dataset: DatasetArg,
+    pub(crate) flags: RunFlags,
     pub(crate) steps: usize,
-    pub(crate) config: TrainConfig,
-    pub(crate) schedule: ScheduleArg,
-    pub(crate) image_size: usize,
     pub(crate) output: PathBuf,
     pub(crate) checkpoint_every: usize,
     pub(crate) resume: bool,
+    pub(crate) override_checkpoint: bool,
     pub(crate) precise_bn_batches: usize,
 }
 
@@ -137,16 +264,14 @@ pub(crate) struct TrainOutcome {
     pub(crate) trainer: Trainer,
     pub(crate) history: Vec<(usize, StepLosses)>,
     pub(crate) images_per_second: f64,
+    /// With `--resume --override`: what changed from the checkpoint's run.
+    pub(crate) changes: Vec<String>,
 }
 
 /// Batches of 20 for the BatchNorm population statistics at the end of a run (200 images).
 pub(crate) const PRECISE_BN_BATCHES: usize = 10;
 
 const LOSS_CSV_HEADER: &str = "step,objectness,box_regression,total,lr,grad_norm";
-
-fn io_err(path: &Path, source: std::io::Error) -> CliError {
-    CliError::Io { path: path.to_path_buf(), operation: "cannot write", source }
-}
 
 /// Reads `loss.csv` rows up to `last_step` (the rest belongs to steps a resumed run redoes).
 fn read_history(path: &Path, last_step: usize) -> Result<Vec<(usize, StepLosses)>, CliError> {
@@ -165,12 +290,9 @@ fn read_history(path: &Path, last_step: usize) -> Result<Vec<(usize, StepLosses)
                 },
             ))
         })();
-        let row = parsed.ok_or_else(|| {
-            CliError::Usage(format!(
-                "{}: line {} is not a loss row: `{line}`",
-                path.display(),
-                i + 1
-            ))
+        let row = parsed.ok_or_else(|| CliError::Input {
+            path: path.to_path_buf(),
+            message: format!("line {} is not a loss row: `{line}`", i + 1),
         })?;
         if row.0 <= last_step {
             rows.push(row);
@@ -191,19 +313,17 @@ fn write_history(path: &Path, history: &[(usize, StepLosses)]) -> Result<(), Cli
             l.grad_norm
         ));
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    Ok(rpn_io::write_atomic(path, text.as_bytes())?)
 }
 
 /// Runs `rpn train`: progress bar, `loss.csv`, `checkpoint.safetensors` every
-/// `checkpoint_every` steps and at the end, `final.safetensors`.
+/// `checkpoint_every` steps and at the end, `final.safetensors`. Everything that can be checked
+/// is checked before the first step: the run directory accepts files, the configuration is
+/// valid, a resumed run's flags agree with its checkpoint.
 pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
-    std::fs::create_dir_all(&args.output).map_err(|e| io_err(&args.output, e))?;
     let checkpoint = args.output.join("checkpoint.safetensors");
     let csv = args.output.join("loss.csv");
-    let config = TrainConfig { schedule: args.schedule.resolve(args.steps), ..args.config };
-    let dataset = dataset(&args.dataset, Split::Train, config.seed, args.image_size)?;
+    let mut overridden = Vec::new();
     let mut trainer = if args.resume {
         if !checkpoint.exists() {
             return Err(CliError::Usage(format!(
@@ -211,18 +331,56 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
                 checkpoint.display()
             )));
         }
-        Trainer::resume(&checkpoint, dataset)?
+        let info = rpn::CheckpointInfo::read(&checkpoint)?;
+        if info.step >= args.steps {
+            return Err(CliError::Usage(format!(
+                "--steps {}: {} is already at step {}; ask for more steps to continue it",
+                args.steps,
+                checkpoint.display(),
+                info.step
+            )));
+        }
+        let (settings, mut changes) = args.flags.resumed(&info, args.steps)?;
+        check_side(&settings.arch, "--image-size", settings.image_size)?;
+        settings.config.validate()?;
+        // Flags first (a usage error creates nothing), then the directory, before any work.
+        rpn_io::check_writable_dir(&args.output)?;
+        let dataset =
+            dataset(&settings.dataset, Split::Train, settings.config.seed, settings.image_size)?;
+        if dataset.describe() != info.dataset {
+            changes.push(format!(
+                "--dataset: {} (the checkpoint was trained on {})",
+                dataset.describe(),
+                info.dataset
+            ));
+        }
+        if changes.is_empty() {
+            Trainer::resume(&checkpoint, dataset)?
+        } else if args.override_checkpoint {
+            crate::note(format!("resuming with changes (--override):\n  {}", changes.join("\n  ")));
+            overridden = changes;
+            Trainer::resume_with(&checkpoint, dataset, settings.config)?
+        } else {
+            return Err(CliError::Usage(format!(
+                "--resume continues {} exactly, but these flags differ from it:\n  {}\n\
+                 leave them out (or give the checkpoint's values), or add --override to continue \
+                 with the new values",
+                checkpoint.display(),
+                changes.join("\n  ")
+            )));
+        }
     } else {
-        Trainer::new(&args.arch, config, dataset)?
+        let settings = args.flags.fresh(args.steps)?;
+        check_side(&settings.arch, "--image-size", settings.image_size)?;
+        settings.config.validate()?;
+        // Flags first (a usage error creates nothing), then the directory, before any work.
+        rpn_io::check_writable_dir(&args.output)?;
+        let dataset =
+            dataset(&settings.dataset, Split::Train, settings.config.seed, settings.image_size)?;
+        Trainer::new(&settings.arch, settings.config, dataset)?
     };
     let mut history = if args.resume { read_history(&csv, trainer.steps_done())? } else { vec![] };
     let start_step = trainer.steps_done();
-    if start_step >= args.steps {
-        return Err(CliError::Usage(format!(
-            "the checkpoint is already at step {start_step}; ask for more than {} steps",
-            args.steps
-        )));
-    }
     let progress = bar(
         args.steps as u64,
         "{spinner} step {pos}/{len} [{bar:30}] {msg} ({elapsed} elapsed, ETA {eta})",
@@ -244,7 +402,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
             losses.box_regression
         );
         if plain_log && ((step + 1) % log_every == 0 || step + 1 == args.steps) {
-            eprintln!("step {}/{}: {msg}", step + 1, args.steps);
+            crate::note(format_args!("step {}/{}: {msg}", step + 1, args.steps));
         }
         progress.set_message(msg);
         progress.inc(1);
@@ -262,7 +420,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
     trainer.save_weights(&args.output.join("final.safetensors"))?;
     let done = args.steps - start_step;
     let images_per_second = (done * batch) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    Ok(TrainOutcome { trainer, history, images_per_second })
+    Ok(TrainOutcome { trainer, history, images_per_second, changes: overridden })
 }
 
 pub(crate) fn train_report(args: &TrainArgs, outcome: &TrainOutcome) -> String {
@@ -272,9 +430,13 @@ pub(crate) fn train_report(args: &TrainArgs, outcome: &TrainOutcome) -> String {
         0 => "BatchNorm moving averages as trained".to_owned(),
         n => format!("BatchNorm statistics recomputed over {n} batches"),
     };
+    let changes = match outcome.changes.as_slice() {
+        [] => String::new(),
+        c => format!("\nresumed with changes (--override): {}", c.join("; ")),
+    };
     format!(
         "trained {} on {} for {} steps of {} ({:.1} images/s): loss {first:.4} → {last:.4}\n\
-         wrote {}/final.safetensors ({bn}), checkpoint.safetensors, loss.csv",
+         wrote {}/final.safetensors ({bn}), checkpoint.safetensors, loss.csv{changes}",
         outcome.trainer.arch().name,
         outcome.trainer.dataset().describe(),
         args.steps,
@@ -306,45 +468,50 @@ pub(crate) fn demo(
     seed: u64,
 ) -> Result<String, CliError> {
     let args = TrainArgs {
-        arch: "seed001".parse().map_err(rpn::Error::from)?,
-        dataset: DatasetArg::Shapes,
+        flags: RunFlags {
+            arch: Some("seed001".parse().map_err(rpn::Error::from)?),
+            seed: Some(seed),
+            ..RunFlags::default()
+        },
         steps,
-        config: TrainConfig { seed, ..TrainConfig::default() },
-        schedule: ScheduleArg::Constant,
-        image_size: 64,
         output: output.to_path_buf(),
         checkpoint_every: 0,
         resume: false,
+        override_checkpoint: false,
         precise_bn_batches: PRECISE_BN_BATCHES,
     };
     let started = Instant::now();
-    eprintln!(
+    crate::note(format_args!(
         "rpn demo: training seed 001 (seed's recipe: SGD lr 5e-4, momentum 0.9, batch 20) on \
          synthetic shapes for {steps} steps, then evaluating on {images} held-out images"
-    );
+    ));
+    // `train` checks the directory accepts files before the first step.
     let outcome = train(&args)?;
     let proposer = outcome.trainer.proposer()?;
     let held_out = ShapesSource::held_out(seed);
     let report = evaluate(&proposer, &held_out, images, 20)?;
 
-    let loss_png = output.join("loss.png");
+    // Every picture and the report are staged, then committed together.
+    let loss_png = AtomicFile::create(&output.join("loss.png"))?;
     draw::loss_curve(&outcome.history, &loss_png)?;
+    let mut staged = vec![loss_png];
     let mut pictures = Vec::new();
     for i in 0..4 {
         let sample = held_out.get(i)?;
         let found = proposer.propose_pixels(&sample.pixels, 1, sample.size)?;
         let proposals = found.first().map(|f| f.proposals.as_slice()).unwrap_or_default();
-        let path = output.join(format!("proposals_{i}.png"));
-        draw::proposals_on_image(&sample, proposals, 5, &path)?;
-        pictures.push(path);
+        let name = format!("proposals_{i}.png");
+        let picture = AtomicFile::create(&output.join(&name))?;
+        draw::proposals_on_image(&sample, proposals, 5, &picture)?;
+        staged.push(picture);
+        pictures.push(name);
     }
-    std::fs::write(
-        output.join("recall.json"),
-        serde_json::to_string_pretty(&report).map_err(|e| CliError::Usage(e.to_string()))?,
-    )
-    .map_err(|e| io_err(&output.join("recall.json"), e))?;
-    let mut out = std::io::stderr();
-    let _ = out.flush();
+    let mut recall = AtomicFile::create(&output.join("recall.json"))?;
+    recall.write_all(crate::json_pretty(&report)?.as_bytes())?;
+    staged.push(recall);
+    for file in staged {
+        file.commit()?;
+    }
     Ok(format!(
         "{}\n\nheld-out recall (IoU 0.5, top 100): {:.3}   (IoU 0.7, top 100): {:.3}   AR@100: {:.3}\n\
          {:.0} s; wrote {}: final.safetensors, loss.csv, loss.png, recall.json, {}",
@@ -354,10 +521,6 @@ pub(crate) fn demo(
         report.ar_top100,
         started.elapsed().as_secs_f64(),
         output.display(),
-        pictures
-            .iter()
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        pictures.join(", ")
     ))
 }

@@ -61,6 +61,10 @@ fn strings(value: &AttrValue) -> Option<Vec<String>> {
     })
 }
 
+/// The largest expansion a deflate stream allows (about 1032 : 1): a filtered dataset can hold
+/// at most this many bytes per byte of file.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 fn read_dataset(
     file: &File,
     path: &str,
@@ -68,12 +72,29 @@ fn read_dataset(
     err: &dyn Fn(String) -> PortError,
 ) -> Result<KerasWeight, PortError> {
     let ds = file.dataset(path).map_err(|e| err(format!("dataset `{path}`: {e}")))?;
-    let shape: Vec<usize> = ds
-        .shape()
-        .map_err(|e| err(format!("dataset `{path}`: {e}")))?
-        .into_iter()
-        .map(|d| d as usize)
-        .collect();
+    let dims = ds.shape().map_err(|e| err(format!("dataset `{path}`: {e}")))?;
+    // Check the declared size against the file before the reader allocates it: a 4 KB file
+    // can declare a (3, 3, 1e5, 1e5) dataset. Unfiltered data must be stored in the file;
+    // compressed data can expand at most by deflate's ratio.
+    let element = ds.element_size().map_err(|e| err(format!("dataset `{path}`: {e}")))?;
+    let stored = dims
+        .iter()
+        .try_fold(element.max(1), |acc, &d| acc.checked_mul(d))
+        .filter(|&bytes| usize::try_from(bytes).is_ok());
+    let file_len = file.file_size();
+    let limit =
+        if ds.filters().is_empty() { file_len } else { file_len.saturating_mul(MAX_DEFLATE_RATIO) };
+    match stored {
+        Some(bytes) if bytes <= limit => {}
+        _ => {
+            return Err(err(format!(
+                "dataset `{path}` declares shape {dims:?} ({} bytes), more than a {file_len}-byte \
+                 file can hold",
+                stored.map_or_else(|| "overflowing".to_owned(), |b| b.to_string())
+            )))
+        }
+    }
+    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     let data = ds.read_f32().map_err(|e| err(format!("dataset `{path}` as f32: {e}")))?;
     if data.len() != shape.iter().product::<usize>() {
         return Err(err(format!("dataset `{path}` has {} values for shape {shape:?}", data.len())));

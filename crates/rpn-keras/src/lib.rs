@@ -55,7 +55,7 @@ pub enum PortError {
         /// One line per missing, unexpected or mis-shaped tensor.
         problems: Vec<String>,
     },
-    /// Writing the output failed (the temporary file is removed).
+    /// The tensors could not be serialised (nothing was written).
     #[error("cannot write {path}: {message}")]
     Write {
         /// The output path.
@@ -63,6 +63,9 @@ pub enum PortError {
         /// The cause.
         message: String,
     },
+    /// The output file could not be written (the old file, if any, is untouched).
+    #[error(transparent)]
+    Output(#[from] rpn_io::OutputError),
 }
 
 /// Options of [`port`].
@@ -85,15 +88,18 @@ pub struct PortedWeights {
     pub skipped: Vec<String>,
 }
 
-/// `*`-glob match of a whole name.
+/// `*`-glob match of a whole name. Works on characters, so names and patterns in any script
+/// (`conv_é*`) match without slicing inside a UTF-8 sequence.
 fn glob_match(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
-        Some((head, tail)) => {
-            name.len() >= head.len()
-                && name.starts_with(head)
-                && (0..=name.len() - head.len()).any(|i| glob_match(tail, &name[head.len() + i..]))
-        }
+        Some((head, tail)) => name.strip_prefix(head).is_some_and(|rest| {
+            // Try every split point of `rest` that is a character boundary, the end included.
+            rest.char_indices()
+                .map(|(i, _)| i)
+                .chain(std::iter::once(rest.len()))
+                .any(|i| glob_match(tail, &rest[i..]))
+        }),
     }
 }
 
@@ -323,8 +329,8 @@ pub fn port(
     }
 }
 
-/// Writes `weights` as safetensors (`f32`), atomically: a temporary file beside `path`, then a
-/// rename. On error the temporary file is removed and `path` is untouched.
+/// Writes `weights` as safetensors (`f32`), atomically ([`rpn_io::write_atomic`]): on any
+/// error `path` is untouched, and a destination that is not a regular file is refused.
 pub fn write_safetensors(weights: &PortedWeights, path: &Path) -> Result<(), PortError> {
     let fail = |message: String| PortError::Write { path: path.to_owned(), message };
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
@@ -342,15 +348,8 @@ pub fn write_safetensors(weights: &PortedWeights, path: &Path) -> Result<(), Por
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| fail(e.to_string()))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = safetensors::serialize_to_file(views, None, &tmp)
-        .map_err(|e| fail(e.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string())));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let serialized = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
+    Ok(rpn_io::write_atomic(path, &serialized)?)
 }
 
 #[cfg(test)]
@@ -363,6 +362,10 @@ mod tests {
         assert!(glob_match("*_bn", "stem_bn"));
         assert!(!glob_match("mrcnn_*", "rpn_model"));
         assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        // Multi-byte names: the old byte-offset loop sliced inside `é` and panicked.
+        assert!(glob_match("*é*", "conv_é_1") && glob_match("*", "ц") && glob_match("a*", "aé"));
+        assert!(!glob_match("*x", "héllo") && glob_match("h*o", "héllo"));
+        assert!(glob_match("**", "") && !glob_match("?*", "é"));
         assert_eq!(creation_index("conv2d"), 0);
         assert_eq!(creation_index("conv2d_17"), 17);
         assert_eq!(creation_index("batch_normalization_3"), 3);
@@ -384,5 +387,16 @@ mod tests {
         assert_eq!(s, [3, 2, 1, 2]);
         // OIHW index of o=2, i=1, h=0, w=1 in [3, 2, 1, 2]: ((2·2 + 1)·1 + 0)·2 + 1 = 11.
         assert_eq!(out[11], 2011.0);
+    }
+
+    proptest::proptest! {
+        /// Any pattern over any name: an answer, never a panic; `*` alone matches everything
+        /// and a pattern without `*` matches only itself.
+        #[test]
+        fn glob_never_panics(pattern in "[a-zé*ц_]{0,8}", name in "\\PC{0,12}") {
+            let _ = glob_match(&pattern, &name);
+            proptest::prop_assert!(glob_match("*", &name));
+            proptest::prop_assert!(glob_match(&name.replace('*', ""), &name.replace('*', "")));
+        }
     }
 }

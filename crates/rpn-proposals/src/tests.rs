@@ -78,6 +78,28 @@ proptest! {
         prop_assert_eq!(keep, expected);
     }
 
+    /// Arbitrary configuration values (NaN IoU, zero counts, NaN thresholds, small padding):
+    /// a typed error or proposals that respect the configuration, never a panic.
+    #[test]
+    fn any_proposal_config_is_an_answer_or_an_error(
+        nms_iou in prop_oneof![0.0f32..1.0, Just(f32::NAN), Just(-1.0f32), Just(2.0f32)],
+        post in 0usize..50,
+        pad in prop::option::of(0usize..60),
+        threshold in prop::option::of(prop_oneof![0.0f32..1.0, Just(f32::NAN)]),
+        seed in any::<u32>(),
+    ) {
+        let image = ImageSize::new(64, 64).unwrap();
+        let anchors = AnchorConfig::seed000().generate(image).unwrap();
+        let h = |i: usize, k: u32| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(k)) >> 8) as f32 / (1 << 24) as f32;
+        let logits: Vec<f32> = (0..anchors.len()).map(|i| h(i, 1) * 10.0 - 5.0).collect();
+        let deltas: Vec<[f32; 4]> = (0..anchors.len()).map(|i| [h(i, 2) - 0.5, h(i, 3) - 0.5, h(i, 4) - 0.5, h(i, 5) - 0.5]).collect();
+        let config = ProposalConfig { nms_iou, post_nms_top_k: post, pad_to: pad, score_threshold: threshold, ..ProposalConfig::torchvision_test() };
+        if let Ok(p) = generate_proposals(&config, &anchors, Objectness::Logits(&logits), &deltas, image) {
+            prop_assert!(p.items.len() <= post);
+            prop_assert!(p.items.windows(2).all(|w| w[0].score >= w[1].score));
+        }
+    }
+
     #[test]
     fn proposals_never_panic_and_are_sorted(seed in any::<u32>(), nan_every in 2usize..50) {
         let image = ImageSize::new(64, 64).unwrap();

@@ -175,7 +175,11 @@ fn matterport_layout_packs_positives_in_anchor_order() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // 64 cases by default (each matches 4,608 anchors); `cargo xtask fuzz` sets PROPTEST_CASES.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn indexed_matcher_equals_the_dense_rule(gt in prop::collection::vec(gt_box(), 0..6)) {
@@ -234,6 +238,25 @@ proptest! {
             Ok(m) => prop_assert_eq!(m.labels.len(), anchors.len()),
             Err(TargetError::InvalidBox { index, .. }) => prop_assert!(!boxes[index].is_valid()),
             Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+
+    /// Arbitrary thresholds (NaN, inverted, out of [0, 1]) and boxes with NaN or infinite
+    /// corners: a typed error, or labels for every anchor; never a panic.
+    #[test]
+    fn any_matcher_config_and_boxes_are_an_answer_or_an_error(
+        positive in prop_oneof![0.0f32..1.0, Just(f32::NAN), Just(1.5f32)],
+        negative in prop_oneof![0.0f32..1.0, Just(f32::NAN), Just(-0.5f32)],
+        eps in prop_oneof![0.0f32..0.1, Just(f32::NAN), Just(-1.0f32)],
+        raw in prop::collection::vec(prop::array::uniform4(prop_oneof![4 => -100.0f32..100.0, 1 => Just(f32::NAN), 1 => Just(f32::INFINITY)]), 0..6),
+    ) {
+        let config = MatcherConfig { positive_iou: positive, negative_iou: negative, tie_epsilon: eps, ..MatcherConfig::default() };
+        let anchors = seed_anchors();
+        let boxes: Vec<Bbox> = raw.iter().map(|r| Bbox::from_xyxy(*r)).collect();
+        if let Ok(matcher) = Matcher::new(anchors.clone(), config) {
+            if let Ok(m) = matcher.match_anchors(&boxes, &[], image()) {
+                prop_assert_eq!(m.labels.len(), anchors.len());
+            }
         }
     }
 }

@@ -1,12 +1,11 @@
 //! Safetensors files written atomically, with string metadata.
 //!
-//! A crash (or Ctrl-C) while writing never leaves a truncated file under the final name: the bytes
-//! go to `NAME.tmp` in the same directory, are flushed to disk, and the temporary file is renamed
-//! over `NAME` (atomic on POSIX file systems).
+//! A crash (or Ctrl-C) while writing never leaves a truncated file under the final name
+//! ([`rpn_io::write_atomic`]: a temporary file in the same directory, flushed to disk, renamed
+//! over `NAME`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use rpn_model::Model;
@@ -29,27 +28,37 @@ pub fn write_atomic(
         .collect::<Result<_, candle_core::Error>>()?;
     let bytes = safetensors::serialize(on_cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
         .map_err(|e| checkpoint_err(path, format!("cannot serialise: {e}")))?;
-    let tmp = temp_path(path);
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, "cannot write", e)
-    })
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+    Ok(rpn_io::write_atomic(path, &bytes)?)
 }
 
 /// Tensors by name and string metadata of a safetensors file.
 pub type SafetensorsContents = (HashMap<String, Tensor>, HashMap<String, String>);
+
+/// The string metadata of a safetensors file, from its header alone (the tensors are not
+/// read): the 8-byte header length is checked against the file before the header is read.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
+    use std::io::Read;
+    let bad = |message: String| checkpoint_err(path, format!("not a safetensors file: {message}"));
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, "cannot read", e))?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| bad("shorter than its 8-byte header length".into()))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > file_len.saturating_sub(8) {
+        return Err(bad(format!(
+            "the header claims {header_len} bytes but the file has {file_len} in all"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, "cannot read", e))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    Ok(json
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default())
+}
 
 /// Reads every tensor and the metadata of a safetensors file.
 pub fn read(path: &Path, device: &Device) -> Result<SafetensorsContents, Error> {

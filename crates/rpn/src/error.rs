@@ -23,6 +23,9 @@ pub enum Error {
     /// No architecture of that name.
     #[error(transparent)]
     UnknownArchitecture(#[from] crate::UnknownArchitecture),
+    /// An output file could not be written (the old one, if any, is untouched).
+    #[error(transparent)]
+    Output(#[from] rpn_io::OutputError),
     /// A file could not be read or written.
     #[error("{}: {operation}", path.display())]
     Io {
@@ -84,6 +87,16 @@ pub enum Error {
         value: String,
         /// What it must satisfy.
         requirement: String,
+    },
+    /// Training produced a non-finite loss or gradient; the weights are those of the last good
+    /// step and nothing was saved from the failed one.
+    #[error(
+        "training diverged: {what}; nothing from this step was saved (lower the learning rate, \
+         or clip the gradients' norm)"
+    )]
+    Diverged {
+        /// Which step and value.
+        what: String,
     },
     /// Running this input would need more memory than the budget: refused before allocating.
     #[error(

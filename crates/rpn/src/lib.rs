@@ -42,6 +42,9 @@ mod proposer;
 mod shapes;
 mod train;
 
+#[cfg(test)]
+mod proptests;
+
 pub use rpn_anchors as anchors;
 pub use rpn_loss as loss;
 pub use rpn_model as model;
@@ -50,8 +53,8 @@ pub use rpn_targets as targets;
 
 pub use arch::{Architecture, Coordinates, Preprocessing, RpnSpec, UnknownArchitecture};
 pub use checkpoint::{
-    load_model, read as read_safetensors, write_atomic as write_safetensors_atomic,
-    SafetensorsContents,
+    load_model, read as read_safetensors, read_metadata as read_safetensors_metadata,
+    write_atomic as write_safetensors_atomic, SafetensorsContents,
 };
 pub use data::{resize_to_pixels, training_index, CocoDirectory, Dataset, Sample, ShapesSource};
 pub use error::Error;
@@ -62,4 +65,4 @@ pub use proposer::{
     Molding, Proposer, ProposerOptions, DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, VGG_MEAN_BGR,
 };
 pub use shapes::{Shape, ShapeKind, ShapesDataset, ShapesImage};
-pub use train::{LrSchedule, SgdMomentum, StepLosses, TrainConfig, Trainer};
+pub use train::{CheckpointInfo, LrSchedule, SgdMomentum, StepLosses, TrainConfig, Trainer};

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use rpn_anchors::{Anchors, Bbox, ImageSize, NormalizedBox};
 use rpn_model::{MatterportRpn, Model, Seed002Head, SeedRpn, Vgg16};
 use rpn_proposals::{
@@ -238,6 +238,12 @@ impl Proposer {
         options: ProposerOptions,
     ) -> Result<Self, Error> {
         let rpn = rpn_spec(arch)?;
+        if rpn.backbone.is_none() && options.backbone_weights.is_some() {
+            return Err(Error::Unsupported {
+                arch: arch.name,
+                what: "it has no separate backbone: backbone weights do not apply".into(),
+            });
+        }
         let (model, metadata) = checkpoint::load_model(weights, arch, &options.device)?;
         let backbone = match rpn.backbone {
             None => None,
@@ -380,6 +386,16 @@ impl Proposer {
         }
         let input = ImageSize::new(h as u32, w as u32)?;
         self.check_budget(input, b)?;
+        // 0·x is 0 for finite values and NaN for NaN and ±∞: one reduction on the device.
+        let zeroed = molded.to_dtype(DType::F32)?.affine(0.0, 0.0)?;
+        let any_non_finite = !zeroed.sum_all()?.to_scalar::<f32>()?.is_finite();
+        if any_non_finite {
+            return Err(Error::invalid(
+                "molded input",
+                "with NaN or infinite values",
+                "finite values (RGB − MEAN_PIXEL)",
+            ));
+        }
         let outputs = self.forward(molded)?;
         let anchors = self.anchors_for(input)?;
         let config = self.layer_for(input);
@@ -420,13 +436,17 @@ impl Proposer {
         size: ImageSize,
     ) -> Result<Vec<ImageProposals>, Error> {
         let (h, w) = (size.height as usize, size.width as usize);
-        let expected = n.checked_mul(h * w * 3);
+        let expected =
+            h.checked_mul(w).and_then(|hw| hw.checked_mul(3)).and_then(|v| n.checked_mul(v));
         if expected != Some(pixels.len()) {
             return Err(Error::invalid(
                 "pixel buffer length",
                 pixels.len(),
                 format!("{n} images of {h}×{w}×3 values"),
             ));
+        }
+        if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid("pixel value", pixels[i], format!("finite (value {i})")));
         }
         if let Preprocessing::ResizeUnit { .. } = self.rpn.preprocessing {
             self.check_side(size.height)?;
@@ -456,7 +476,26 @@ impl Proposer {
         mut progress: impl FnMut(usize),
     ) -> Result<RecallReport, Error> {
         let n = dataset.num_images().map_or(n, |len| n.min(len));
+        if n == 0 {
+            // Recall of nothing is undefined, not 0.000.
+            return Err(Error::invalid(
+                "number of images to evaluate",
+                n,
+                format!("at least 1 image of {}", dataset.describe()),
+            ));
+        }
         let size = dataset.image_size();
+        // Before the first image is generated or decoded at `size`: a batch must fit the budget
+        // (the network's estimate where it runs at the data set's size, else the pixels alone).
+        let first = batch.max(1).min(n);
+        match self.rpn.preprocessing {
+            Preprocessing::ResizeUnit { .. } => self.check_budget(size, first)?,
+            _ => check_memory(
+                || format!("{first} data set images of {}×{}", size.height, size.width),
+                (u64::from(size.height) * u64::from(size.width) * 12).saturating_mul(first as u64),
+                self.budget,
+            )?,
+        }
         let mut acc = RecallAccumulator::default();
         let mut start = 0;
         while start < n {
@@ -471,7 +510,18 @@ impl Proposer {
             start += count;
             progress(start);
         }
-        Ok(acc.report())
+        let report = acc.report();
+        if report.gt_boxes == 0 {
+            return Err(Error::invalid(
+                "number of ground-truth boxes",
+                0,
+                format!(
+                    "at least 1 in the {n} evaluated images of {}: recall is undefined without any",
+                    dataset.describe()
+                ),
+            ));
+        }
+        Ok(report)
     }
 
     /// Rejects an input side the network cannot run (not a multiple of its stride).

@@ -42,6 +42,29 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// Rejects schedules that cannot train: a step schedule must decay every ≥ 1 steps by a
+    /// finite factor > 0; a cosine floor is a share of `lr` in `[0, 1]` over ≥ 1 steps.
+    pub fn validate(&self) -> Result<(), Error> {
+        match *self {
+            Self::Constant => Ok(()),
+            Self::Step { every, .. } if every == 0 => {
+                Err(Error::invalid("step schedule interval", every, "at least 1 step"))
+            }
+            Self::Step { gamma, .. } if !(gamma > 0.0 && gamma.is_finite()) => {
+                Err(Error::invalid("step schedule factor", gamma, "a finite number > 0"))
+            }
+            Self::Cosine { total_steps, .. } if total_steps == 0 => {
+                Err(Error::invalid("cosine schedule length", total_steps, "at least 1 step"))
+            }
+            Self::Cosine { floor, .. } if !(0.0..=1.0).contains(&floor) => Err(Error::invalid(
+                "cosine schedule floor",
+                floor,
+                "a share of the learning rate in [0, 1]",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The factor at `step` (0-based).
     pub fn factor(&self, step: usize) -> f64 {
         match *self {
@@ -107,7 +130,7 @@ impl TrainConfig {
         if let Some(c) = self.clip_grad_norm.filter(|c| !(*c > 0.0 && c.is_finite())) {
             return Err(Error::invalid("gradient clipping norm", c, "a finite number > 0"));
         }
-        Ok(())
+        self.schedule.validate()
     }
 }
 
@@ -131,7 +154,10 @@ impl SgdMomentum {
 
     /// One update with learning rate `lr` from the gradients of `loss`; returns the gradients'
     /// global L2 norm before clipping.
-    pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> candle_core::Result<f64> {
+    ///
+    /// A gradient with a non-finite norm (the run diverged) is [`Error::Diverged`] and changes
+    /// nothing: the weights and velocities stay those of the last good step.
+    pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<f64, Error> {
         let grads = loss.backward()?;
         // Detached: a velocity that kept its gradient's graph would keep every past step alive.
         let grads: Vec<Option<Tensor>> =
@@ -141,6 +167,9 @@ impl SgdMomentum {
             sum_sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         }
         let norm = sum_sq.sqrt();
+        if !norm.is_finite() {
+            return Err(Error::Diverged { what: format!("the gradients' norm is {norm}") });
+        }
         let clip = match self.config.clip_grad_norm {
             Some(max) if norm > max => max / (norm + 1e-6),
             _ => 1.0,
@@ -263,11 +292,15 @@ impl Trainer {
         };
         let image = dataset.image_size();
         let stride = arch.network.stride() as u32;
-        if !image.height.is_multiple_of(stride) || !image.width.is_multiple_of(stride) {
+        if image.height < stride
+            || image.width < stride
+            || !image.height.is_multiple_of(stride)
+            || !image.width.is_multiple_of(stride)
+        {
             return Err(Error::invalid(
                 "training image size",
                 format!("{}×{}", image.height, image.width),
-                format!("sides that are multiples of {}'s stride {stride}", arch.name),
+                format!("sides that are positive multiples of {}'s stride {stride}", arch.name),
             ));
         }
         check_memory(
@@ -374,7 +407,18 @@ impl Trainer {
         let objectness = losses.objectness.to_vec0::<f32>()?;
         let box_regression = losses.box_regression.to_vec0::<f32>()?;
         let lr = self.config.lr * self.config.schedule.factor(self.step);
-        let grad_norm = self.optimizer.backward_step(&losses.total()?, lr)?;
+        let diverged =
+            |what: String| Error::Diverged { what: format!("step {}: {what}", self.step + 1) };
+        if !(objectness.is_finite() && box_regression.is_finite()) {
+            return Err(diverged(format!(
+                "the loss is not finite (objectness {objectness}, box {box_regression}) at \
+                 learning rate {lr}"
+            )));
+        }
+        let grad_norm = match self.optimizer.backward_step(&losses.total()?, lr) {
+            Err(Error::Diverged { what }) => return Err(diverged(what)),
+            other => other?,
+        };
         self.step += 1;
         Ok(StepLosses { objectness, box_regression, grad_norm, lr })
     }
@@ -455,10 +499,97 @@ impl Trainer {
         checkpoint::write_atomic(path, &tensors, metadata)
     }
 
-    /// Continues the run saved at `path` on `dataset` (which must be the run's data set for the
-    /// losses to continue exactly): model, velocities, step and configuration come from the file.
+    /// Continues the run saved at `path` exactly: model, velocities, step and configuration
+    /// come from the file, and `dataset` must be the run's (same description and image size),
+    /// or the losses would not continue. [`Trainer::resume_with`] continues with changes.
     pub fn resume(path: &Path, dataset: Box<dyn Dataset>) -> Result<Self, Error> {
-        let (tensors, metadata) = checkpoint::read(path, &Device::Cpu)?;
+        let info = CheckpointInfo::read(path)?;
+        let image = dataset.image_size();
+        let here = (dataset.describe(), image.height);
+        if here != (info.dataset.clone(), info.image_size) {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the run was trained on {} at {}² and this one would train on {} at {}²; \
+                     resuming on other data does not continue the run (use the same data, or \
+                     resume with an explicit override)",
+                    info.dataset, info.image_size, here.0, here.1
+                ),
+            });
+        }
+        let config = info.config;
+        Self::restore(path, &info, config, dataset)
+    }
+
+    /// Continues the run saved at `path` with another configuration and/or data set: model,
+    /// velocities and step come from the file, `config` and `dataset` from the caller (a
+    /// learning-rate change for the rest of a run, fine-tuning on new data).
+    pub fn resume_with(
+        path: &Path,
+        dataset: Box<dyn Dataset>,
+        config: TrainConfig,
+    ) -> Result<Self, Error> {
+        let info = CheckpointInfo::read(path)?;
+        Self::restore(path, &info, config, dataset)
+    }
+
+    fn restore(
+        path: &Path,
+        info: &CheckpointInfo,
+        config: TrainConfig,
+        dataset: Box<dyn Dataset>,
+    ) -> Result<Self, Error> {
+        let err = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
+        let arch: Architecture = info.arch.parse()?;
+        let mut trainer = Self::new(&arch, config, dataset)?;
+        let (tensors, _) = checkpoint::read(path, &Device::Cpu)?;
+        let tensor = |name: &str, dims: &[usize]| {
+            let t = tensors.get(name).ok_or_else(|| err(format!("missing tensor `{name}`")))?;
+            if t.dims() != dims {
+                return Err(err(format!(
+                    "tensor `{name}` has shape {:?}; {} needs {dims:?}",
+                    t.dims(),
+                    arch.name
+                )));
+            }
+            Ok(t)
+        };
+        {
+            let vars =
+                trainer.varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            for (name, var) in vars.iter() {
+                var.set(tensor(name, var.dims())?)?;
+            }
+        }
+        for (name, var, velocity) in &mut trainer.optimizer.vars {
+            *velocity = tensor(&format!("{VELOCITY_PREFIX}{name}"), var.dims())?.clone();
+        }
+        trainer.step = info.step;
+        Ok(trainer)
+    }
+}
+
+/// What an `rpn train` checkpoint says about its run, read from its header without loading
+/// the tensors: what a resume compares its flags with.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CheckpointInfo {
+    /// Architecture name.
+    pub arch: String,
+    /// Steps done.
+    pub step: usize,
+    /// The run's hyper-parameters.
+    pub config: TrainConfig,
+    /// Side of the square training images.
+    pub image_size: u32,
+    /// [`Dataset::describe`] of the run's data.
+    pub dataset: String,
+}
+
+impl CheckpointInfo {
+    /// Reads the metadata of the checkpoint at `path`.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let metadata = checkpoint::read_metadata(path)?;
         let err = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
         let field = |key: &str| {
             metadata.get(key).ok_or_else(|| {
@@ -468,25 +599,19 @@ impl Trainer {
         if field("format")? != CHECKPOINT_FORMAT {
             return Err(err(format!("unknown checkpoint format `{}`", field("format")?)));
         }
-        let arch: Architecture = field("arch")?.parse()?;
-        let step: usize =
-            field("step")?.parse().map_err(|e| err(format!("bad step in metadata: {e}")))?;
+        let number = |key: &str| -> Result<u64, Error> {
+            let text = field(key)?;
+            text.parse().map_err(|_| err(format!("bad `{key}` in its metadata: `{text}`")))
+        };
         let config: TrainConfig = serde_json::from_str(field("config")?)
-            .map_err(|e| err(format!("bad configuration in metadata: {e}")))?;
-        let mut trainer = Self::new(&arch, config, dataset)?;
-        let tensor =
-            |name: &str| tensors.get(name).ok_or_else(|| err(format!("missing tensor `{name}`")));
-        {
-            let vars =
-                trainer.varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            for (name, var) in vars.iter() {
-                var.set(tensor(name)?)?;
-            }
-        }
-        for (name, _, velocity) in &mut trainer.optimizer.vars {
-            *velocity = tensor(&format!("{VELOCITY_PREFIX}{name}"))?.clone();
-        }
-        trainer.step = step;
-        Ok(trainer)
+            .map_err(|e| err(format!("bad configuration in its metadata: {e}")))?;
+        Ok(Self {
+            arch: field("arch")?.clone(),
+            step: usize::try_from(number("step")?).map_err(|_| err("step too large".into()))?,
+            config,
+            image_size: u32::try_from(number("image_size")?)
+                .map_err(|_| err("image size too large".into()))?,
+            dataset: field("dataset")?.clone(),
+        })
     }
 }
