@@ -186,6 +186,11 @@ fn usage_errors_exit_2_and_name_the_flag_and_value() {
             "propose --arch matterport-resnet50 --weights w --input x.npy --draw d.png -o o.json",
             &["--draw"],
         ),
+        (
+            "propose --arch seed002 --weights w --image a.png -o o.json",
+            &["--backbone-weights", "vgg16"],
+        ),
+        ("train --arch matterport-resnet50 --steps 2 -o RUN", &["--arch matterport-resnet50", "seed001"]),
         ("frobnicate", &["frobnicate"]),
     ];
     for (command, words) in cases {
@@ -269,6 +274,13 @@ fn crafted_arrays_are_named_errors_not_aborts() {
         refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), 1, &words);
         sentinels.untouched();
     }
+    // A real array whose forward pass would not fit the budget: refused before the network.
+    let input = dir.join("wide.npy");
+    npy(&input, "|u1", "(1, 512, 512, 3)", &vec![0; 512 * 512 * 3]);
+    let mut args = forward(&input);
+    args.extend(["--memory-budget".to_owned(), "64M".to_owned()]);
+    refused(&strs(&args), 1, &["memory budget", "wide.npy", "[1, 512, 512, 3]"]);
+    sentinels.untouched();
     // Not an npy at all.
     let input = dir.join("garbage.npy");
     std::fs::write(&input, b"PK\x03\x04 this is a zip").unwrap();
@@ -632,4 +644,59 @@ fn molded_matterport_inputs_with_nan_are_refused_before_the_network_runs() {
     );
     let err = proposer.propose_molded(&zero.unwrap()).unwrap_err().to_string();
     assert!(err.contains("[0, 64, 64, 3]"), "{err}");
+}
+
+/// `/dev/zero` (or a link to it with a friendly name) as any input: refused as "not a regular
+/// file" at once, never read until memory runs out.
+#[cfg(unix)]
+#[test]
+fn devices_as_inputs_are_refused_not_read_forever() {
+    let dir = scratch_dir("hostile-dev");
+    let weights = seed001_weights(&dir);
+    let zero = |name: &str| {
+        let link = dir.join(name);
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        link
+    };
+    let (st, h5, npy_file) = (zero("w.safetensors"), zero("k.h5"), zero("x.npy"));
+    let out = dir.join("o.npz");
+    refused(&["inspect", s(&st)], 1, &["w.safetensors", "not a regular file"]);
+    refused(&["inspect", s(&h5)], 1, &["k.h5", "not a regular file"]);
+    refused(
+        &["port-keras", s(&h5), "--arch", "seed001", "-o", s(&out)],
+        1,
+        &["not a regular file"],
+    );
+    let good = dir.join("good.npy");
+    npy(&good, "|u1", "(1, 8, 8, 3)", &[0; 192]);
+    refused(
+        &["forward", "--arch", "seed001", "--weights", s(&st), "--input", s(&good), "-o", s(&out)],
+        1,
+        &["w.safetensors", "not a regular file"],
+    );
+    refused(
+        &[
+            "forward",
+            "--arch",
+            "seed001",
+            "--weights",
+            s(&weights),
+            "--input",
+            s(&npy_file),
+            "-o",
+            s(&out),
+        ],
+        1,
+        &["x.npy", "not a regular file"],
+    );
+    refused(&["eval", "--weights", s(&st)], 1, &["not a regular file"]);
+    let coco = dir.join("coco");
+    std::fs::create_dir_all(&coco).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", coco.join("annotations.json")).unwrap();
+    refused(
+        &["eval", "--weights", s(&weights), "--dataset", s(&coco)],
+        1,
+        &["annotations.json", "not a regular file"],
+    );
+    assert!(!out.exists());
 }

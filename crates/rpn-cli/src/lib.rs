@@ -49,16 +49,6 @@ pub enum CliError {
     /// Loading, proposals, training, evaluation, data sets or checkpoints failed.
     #[error(transparent)]
     Rpn(#[from] rpn::Error),
-    /// A file could not be read or written.
-    #[error("{}: {operation}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What was being done.
-        operation: &'static str,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
     /// An image could not be decoded or written.
     #[error("{}: cannot decode the image", path.display())]
     Image {
@@ -70,6 +60,9 @@ pub enum CliError {
     /// An output file could not be written (the old one is untouched).
     #[error(transparent)]
     Output(#[from] rpn_io::OutputError),
+    /// An input file is not a regular file or cannot be read.
+    #[error(transparent)]
+    File(#[from] rpn_io::InputError),
     /// An `.npy` input could not be read.
     #[error(transparent)]
     Npy(#[from] rpn_io::NpyError),
@@ -365,6 +358,10 @@ enum Command {
         /// P2…P6, NHWC) or classification, location (seed002).
         #[arg(short, long)]
         output: PathBuf,
+        /// Refuse inputs whose forward pass would need more memory than this (bytes, or with a
+        /// K/M/G suffix); default: $RPN_MEMORY_BUDGET, else 8G.
+        #[arg(long, value_parser = parse_memory_budget)]
+        memory_budget: Option<u64>,
         /// Where to run.
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
@@ -510,8 +507,8 @@ where
         Command::PortKeras { input, arch, output, exclude } => {
             port_keras(&input, &arch, &output, exclude)
         }
-        Command::Forward { arch, weights, input, output, device } => {
-            forward(&arch, &weights, &input, &output, device)
+        Command::Forward { arch, weights, input, output, memory_budget, device } => {
+            forward(&arch, &weights, &input, &output, memory_budget, device)
         }
         Command::Inspect { file } => inspect(&file),
     }
@@ -584,12 +581,26 @@ fn forward(
     weights: &Path,
     input: &Path,
     output: &Path,
+    memory_budget: Option<u64>,
     device_arg: DeviceArg,
 ) -> Result<String, CliError> {
     let device = device(device_arg)?;
     let out = rpn_io::AtomicFile::create(output)?;
-    let (model, _) = rpn::load_model(weights, arch, &device)?;
     let x = read_nhwc(input, expected_channels(arch))?;
+    let budget = match memory_budget {
+        Some(b) => b,
+        None => rpn::memory_budget_from_env()?,
+    };
+    let needed = forward_bytes(arch, x.dims());
+    if needed > budget {
+        return Err(rpn::Error::OverMemoryBudget {
+            what: format!("{} on {} {:?}", arch.name, input.display(), x.dims()),
+            needed_bytes: needed,
+            budget_bytes: budget,
+        }
+        .into());
+    }
+    let (model, _) = rpn::load_model(weights, arch, &device)?;
     let x = candle("moving the input to the device", x.to_device(&device))?;
     let outputs: Vec<(&str, Tensor)> = match &model {
         Model::SeedRpn(m) => {
@@ -638,6 +649,24 @@ fn forward(
     out.commit()?;
     let shapes: Vec<String> = on_cpu.iter().map(|(n, t)| format!("{n} {:?}", t.dims())).collect();
     Ok(format!("wrote {}: {}", output.display(), shapes.join(", ")))
+}
+
+/// Bytes of VGG16's forward pass per input pixel: seed 002's measured 803 B/px is VGG16's, with
+/// the registry's margin.
+const VGG16_BYTES_PER_PIXEL: u64 = 1_200;
+
+/// Estimated peak bytes of `rpn forward` on an NHWC input of `dims`: the architecture's
+/// per-pixel estimate for image inputs; for seed 002's head, whose input is already a feature
+/// map, four copies of it (input, the 512-channel shared conv, its activation, the outputs).
+fn forward_bytes(arch: &Architecture, dims: &[usize]) -> u64 {
+    let elements = dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
+    let [b, h, w, _] = dims else { return u64::MAX };
+    let pixels = (*b as u64).saturating_mul(*h as u64).saturating_mul(*w as u64);
+    match (&arch.network, arch.rpn()) {
+        (rpn_model::Network::Seed002Head { .. }, _) => elements.saturating_mul(16),
+        (_, Some(rpn)) => pixels.saturating_mul(rpn.bytes_per_input_pixel),
+        (_, None) => pixels.saturating_mul(VGG16_BYTES_PER_PIXEL),
+    }
 }
 
 /// The channels an NHWC input of `arch` has (images: 3; seed 002's head: its feature depth).
@@ -690,11 +719,7 @@ fn inspect(file: &Path) -> Result<String, CliError> {
             }
         }
     } else {
-        let bytes = std::fs::read(file).map_err(|source| CliError::Io {
-            path: file.to_path_buf(),
-            operation: "cannot read",
-            source,
-        })?;
+        let bytes = rpn_io::read_regular_file(file)?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CliError::Input {
             path: file.to_path_buf(),
             message: format!("not a safetensors file: {e}"),

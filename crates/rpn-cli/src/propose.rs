@@ -99,6 +99,15 @@ pub(crate) fn propose(args: &ProposeArgs, device: Device) -> Result<String, CliE
             args.arch.name
         )));
     }
+    if let Some(backbone) = args.arch.rpn().and_then(|r| r.backbone) {
+        if args.backbone_weights.is_none() {
+            return Err(CliError::Usage(format!(
+                "{} is a head on {backbone} features: give --backbone-weights (the {backbone} \
+                 weights, `rpn port-keras … --arch {backbone}`)",
+                args.arch.name
+            )));
+        }
+    }
     if args.input.is_some() && args.draw.is_some() {
         return Err(CliError::Usage(
             "--draw needs --image: a molded --input has no picture to draw on".into(),

@@ -100,6 +100,23 @@ pub(crate) fn check_side(arch: &Architecture, flag: &str, side: u32) -> Result<(
     Ok(())
 }
 
+/// Refuses `--arch` values `rpn train` cannot train (before any work).
+fn check_trainable(arch: &Architecture) -> Result<(), CliError> {
+    if arch.rpn().is_some_and(|r| r.trainable) {
+        return Ok(());
+    }
+    let trainable: Vec<&str> = Architecture::all()
+        .into_iter()
+        .filter(|a| a.rpn().is_some_and(|r| r.trainable))
+        .map(|a| a.name)
+        .collect();
+    Err(CliError::Usage(format!(
+        "--arch {}: `rpn train` trains {} (the others run with weights ported from Keras)",
+        arch.name,
+        trainable.join(", ")
+    )))
+}
+
 /// Which shapes images a data set argument means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Split {
@@ -275,7 +292,11 @@ const LOSS_CSV_HEADER: &str = "step,objectness,box_regression,total,lr,grad_norm
 
 /// Reads `loss.csv` rows up to `last_step` (the rest belongs to steps a resumed run redoes).
 fn read_history(path: &Path, last_step: usize) -> Result<Vec<(usize, StepLosses)>, CliError> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(vec![]) };
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    let bytes = rpn_io::read_regular_file(path)?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -371,6 +392,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
         }
     } else {
         let settings = args.flags.fresh(args.steps)?;
+        check_trainable(&settings.arch)?;
         check_side(&settings.arch, "--image-size", settings.image_size)?;
         settings.config.validate()?;
         // Flags first (a usage error creates nothing), then the directory, before any work.

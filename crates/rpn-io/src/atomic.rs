@@ -37,7 +37,7 @@ impl OutputError {
 }
 
 /// What a non-regular file system entry is, for error messages.
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     let ft = meta.file_type();
     if ft.is_dir() {
         return "a directory";

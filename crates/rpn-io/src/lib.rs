@@ -6,6 +6,8 @@
 //!   process, an error in the caller), the old file survives. A destination that exists and is
 //!   not a regular file (`/dev/null`, a directory, a FIFO) is refused rather than replaced, and
 //!   a replaced file keeps its permissions.
+//! - [`read_regular_file`]: inputs are regular files read to their length, so a path that is
+//!   `/dev/zero`, a FIFO or a directory is an error, not an endless read.
 //! - [`read_npy`]: NumPy `.npy` arrays as `f32`, every size in the header checked (with checked
 //!   arithmetic) against the file's length *before* anything is allocated, so a 100-byte file
 //!   that claims `(100000, 100000, 3)` is an error naming both sizes, not an abort.
@@ -31,7 +33,9 @@
 //! ```
 
 mod atomic;
+mod input;
 mod npy;
 
 pub use atomic::{check_destination, check_writable_dir, write_atomic, AtomicFile, OutputError};
+pub use input::{open_regular_file, read_regular_file, InputError};
 pub use npy::{read_npy, NpyArray, NpyError};

@@ -20,7 +20,10 @@ pub struct NpyArray {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NpyError {
-    /// The file could not be opened or read.
+    /// Not a regular file, or it could not be opened.
+    #[error(transparent)]
+    Input(#[from] crate::InputError),
+    /// The file could not be read.
     #[error("{}: cannot read", path.display())]
     Io {
         /// The file.
@@ -190,8 +193,7 @@ fn parse_header(header: &str) -> Result<(String, Vec<u64>), String> {
 pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
     let io = |source| NpyError::Io { path: path.to_path_buf(), source };
     let format = |message: String| NpyError::Format { path: path.to_path_buf(), message };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let file_len = file.metadata().map_err(io)?.len();
+    let (mut file, file_len) = crate::open_regular_file(path)?;
 
     let mut preamble = [0u8; 8];
     file.read_exact(&mut preamble)

@@ -173,6 +173,8 @@ fn keras3_layers(
 
 /// Opens a Keras weight file of any of the three layouts and returns its layers.
 pub fn read_keras_file(path: &Path) -> Result<(KerasFileKind, Vec<KerasLayer>), PortError> {
+    // Refuse `/dev/zero`, FIFOs and directories before the HDF5 reader opens them.
+    drop(rpn_io::open_regular_file(path)?);
     let file = File::open(path)
         .map_err(|e| PortError::Read { path: path.to_owned(), message: e.to_string() })?;
     let err = |message: String| PortError::NotKeras { path: path.to_owned(), message };

@@ -63,6 +63,9 @@ pub enum PortError {
         /// The cause.
         message: String,
     },
+    /// The input is not a regular file (a device, a directory) or cannot be opened.
+    #[error(transparent)]
+    Input(#[from] rpn_io::InputError),
     /// The output file could not be written (the old file, if any, is untouched).
     #[error(transparent)]
     Output(#[from] rpn_io::OutputError),

@@ -39,8 +39,7 @@ pub type SafetensorsContents = (HashMap<String, Tensor>, HashMap<String, String>
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
     use std::io::Read;
     let bad = |message: String| checkpoint_err(path, format!("not a safetensors file: {message}"));
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read", e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, "cannot read", e))?.len();
+    let (mut file, file_len) = rpn_io::open_regular_file(path)?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(|_| bad("shorter than its 8-byte header length".into()))?;
     let header_len = u64::from_le_bytes(len);
@@ -62,7 +61,7 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
 
 /// Reads every tensor and the metadata of a safetensors file.
 pub fn read(path: &Path, device: &Device) -> Result<SafetensorsContents, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    let bytes = rpn_io::read_regular_file(path)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| checkpoint_err(path, format!("not a safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();

@@ -171,11 +171,17 @@ impl CocoDirectory {
         let dir = dir.as_ref().to_path_buf();
         let json_path = dir.join("annotations.json");
         let data_err = |message: String| Error::Data { path: json_path.clone(), message };
-        let text = std::fs::read_to_string(&json_path).map_err(|e| {
-            data_err(format!("cannot read it ({e}); a data set directory needs annotations.json"))
+        let text = rpn_io::read_regular_file(&json_path).map_err(|e| {
+            let cause = match &e {
+                rpn_io::InputError::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            data_err(format!(
+                "cannot read it ({cause}); a data set directory needs annotations.json"
+            ))
         })?;
         let file: CocoFile =
-            serde_json::from_str(&text).map_err(|e| data_err(format!("not COCO JSON: {e}")))?;
+            serde_json::from_slice(&text).map_err(|e| data_err(format!("not COCO JSON: {e}")))?;
         if file.images.is_empty() {
             return Err(data_err("lists no images".into()));
         }

@@ -23,6 +23,9 @@ pub enum Error {
     /// No architecture of that name.
     #[error(transparent)]
     UnknownArchitecture(#[from] crate::UnknownArchitecture),
+    /// An input file is not a regular file or cannot be read.
+    #[error(transparent)]
+    Input(#[from] rpn_io::InputError),
     /// An output file could not be written (the old one, if any, is untouched).
     #[error(transparent)]
     Output(#[from] rpn_io::OutputError),
