@@ -479,3 +479,104 @@ fn every_architecture_proposes_on_a_12_megapixel_photo_with_one_schema() {
     .unwrap_err();
     assert!(err.to_string().contains("--format is for the Matterport"), "{err}");
 }
+
+/// torchvision's RPN from the command line: `inspect` and `port-torch` on a real torchvision
+/// checkpoint (`tests/fixtures/gen_torchvision.py`; narrow, so the full-width architecture
+/// refuses it with a report), then `propose` and `forward` at full width with random weights
+/// (parity with torchvision itself is `golden_torchvision.rs`'s).
+#[test]
+fn torchvision_checkpoints_inspect_port_propose_and_forward() {
+    let dir = scratch_dir("torchvision");
+    let pth = fixtures_dir().join("torch/torchvision_narrow.pth");
+    let listing = rpn(&["inspect", pth.to_str().unwrap()]).unwrap();
+    assert!(listing.contains("(PyTorch state dict)"), "{listing}");
+    assert!(listing.contains("rpn.head.cls_logits.weight  F32  [3, 16, 1, 1]"), "{listing}");
+    assert!(listing.contains("roi_heads."), "{listing}");
+
+    let out = dir.join("tv.safetensors");
+    let o = out.to_str().unwrap();
+    let err =
+        rpn(&["port-torch", pth.to_str().unwrap(), "--arch", "torchvision-resnet50-fpn", "-o", o])
+            .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("does not fit the model") && text.contains("[8, 3, 7, 7]"), "{text}");
+    assert!(!out.exists());
+    let err =
+        rpn(&["port-torch", pth.to_str().unwrap(), "--arch", "seed001", "-o", o]).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let h5 = fixtures_dir().join("keras/seed001.h5");
+    let err =
+        rpn(&["port-keras", h5.to_str().unwrap(), "--arch", "torchvision-resnet50-fpn", "-o", o])
+            .unwrap_err();
+    assert!(err.to_string().contains("port-torch"), "{err}");
+
+    // Full width, random weights, saved under torchvision's keys.
+    let arch: rpn::Architecture = "torchvision-resnet50-fpn".parse().unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    arch.network.build(vb).unwrap();
+    varmap.save(&out).unwrap();
+    let a = dir.join("a.png");
+    let b = dir.join("b.png");
+    image::RgbImage::from_fn(160, 120, |x, y| image::Rgb([x as u8, y as u8, 60])).save(&a).unwrap();
+    image::RgbImage::from_fn(90, 200, |x, y| image::Rgb([y as u8, x as u8, 200])).save(&b).unwrap();
+    let json = dir.join("p.json");
+    let report = rpn(&[
+        "propose",
+        "--arch",
+        "torchvision-resnet50-fpn",
+        "--weights",
+        o,
+        "--image",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--image-size",
+        "128",
+        "--top",
+        "50",
+        "-o",
+        json.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(report.contains("2 image(s)"), "{report}");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for (entry, (w, h)) in
+        value["images"].as_array().unwrap().iter().zip([(160.0, 120.0), (90.0, 200.0)])
+    {
+        let input = entry["input_size"].as_array().unwrap();
+        assert!(input.iter().all(|s| s.as_u64().unwrap() % 32 == 0), "padded to 32: {input:?}");
+        let proposals = entry["proposals"].as_array().unwrap();
+        assert_eq!(proposals.len(), 50);
+        for p in proposals {
+            let b: Vec<f64> =
+                p["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= w && b[3] <= h, "{b:?} in {w}×{h}");
+            assert!((2..=6).contains(&p["level"].as_u64().unwrap()));
+        }
+    }
+
+    let npy = dir.join("x.npy");
+    Tensor::zeros((1, 64, 96, 3), candle_core::DType::F32, &Device::Cpu)
+        .unwrap()
+        .write_npy(&npy)
+        .unwrap();
+    let npz = dir.join("o.npz");
+    let report = rpn(&[
+        "forward",
+        "--arch",
+        "torchvision-resnet50-fpn",
+        "--weights",
+        o,
+        "--input",
+        npy.to_str().unwrap(),
+        "-o",
+        npz.to_str().unwrap(),
+    ])
+    .unwrap();
+    // P2…P6 of 64×96: 16×24 + 8×12 + 4×6 + 2×3 + 1×2 cells, 3 anchors each.
+    assert!(
+        report.contains("objectness [1, 1536]") && report.contains("deltas [1, 1536, 4]"),
+        "{report}"
+    );
+}

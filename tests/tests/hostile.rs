@@ -82,7 +82,8 @@ impl Sentinels {
     #[track_caller]
     fn untouched(&self) {
         for (path, bytes) in &self.0 {
-            assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} changed", path.display());
+            let now = std::fs::read(path).unwrap();
+            assert!(now == *bytes, "{} changed ({} bytes now)", path.display(), now.len());
         }
     }
 }
@@ -348,6 +349,20 @@ fn crafted_h5_and_safetensors_are_named_errors() {
     std::fs::write(&lying, &header).unwrap();
     refused(&["inspect", s(&lying)], 1, &["lying.safetensors"]);
     refused(&["inspect", "/no/such/file.safetensors"], 1, &["/no/such/file.safetensors"]);
+
+    // PyTorch checkpoints: truncated (no zip directory) and not a zip at all.
+    let pth = std::fs::read(fixtures_dir().join("torch/torchvision_narrow.pth")).unwrap();
+    let cut = dir.join("cut.pth");
+    std::fs::write(&cut, &pth[..pth.len() / 2]).unwrap();
+    let arch = "torchvision-resnet50-fpn";
+    let out = dir.join("torch.safetensors");
+    let sentinels = Sentinels::new(&[&out]);
+    refused(&["inspect", s(&cut)], 1, &["cut.pth", "not a readable PyTorch state dict"]);
+    refused(&["port-torch", s(&cut), "--arch", arch, "-o", s(&out)], 1, &["cut.pth"]);
+    let text = dir.join("text.pth");
+    std::fs::write(&text, b"{\"not\": \"a checkpoint\"}").unwrap();
+    refused(&["port-torch", s(&text), "--arch", arch, "-o", s(&out)], 1, &["text.pth"]);
+    sentinels.untouched();
 }
 
 #[test]
@@ -662,6 +677,13 @@ fn devices_as_inputs_are_refused_not_read_forever() {
     let out = dir.join("o.npz");
     refused(&["inspect", s(&st)], 1, &["w.safetensors", "not a regular file"]);
     refused(&["inspect", s(&h5)], 1, &["k.h5", "not a regular file"]);
+    let pth = zero("m.pth");
+    refused(&["inspect", s(&pth)], 1, &["m.pth", "not a regular file"]);
+    refused(
+        &["port-torch", s(&pth), "--arch", "torchvision-resnet50-fpn", "-o", s(&out)],
+        1,
+        &["m.pth", "not a regular file"],
+    );
     refused(
         &["port-keras", s(&h5), "--arch", "seed001", "-o", s(&out)],
         1,

@@ -25,8 +25,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rpn-model", &[]),
     ("rpn-io", &[]),
     ("rpn-keras", &["rpn-model", "rpn-io"]),
+    ("rpn-torch", &["rpn-model", "rpn-io"]),
     ("rpn", &["rpn-anchors", "rpn-targets", "rpn-proposals", "rpn-loss", "rpn-model", "rpn-io"]),
-    ("rpn-cli", &["rpn", "rpn-anchors", "rpn-proposals", "rpn-model", "rpn-keras", "rpn-io"]),
+    (
+        "rpn-cli",
+        &["rpn", "rpn-anchors", "rpn-proposals", "rpn-model", "rpn-keras", "rpn-torch", "rpn-io"],
+    ),
     ("rpn-tests", &["*"]),
     ("xtask", &[]),
 ];

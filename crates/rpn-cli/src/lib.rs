@@ -6,8 +6,9 @@
 //! rpn eval --arch seed001 --weights W --dataset shapes|DIR [--images N --seed S] [--json]
 //! rpn propose --arch seed001 --weights W --image FILE... -o OUT.json [--draw OUT.png] [--top N]
 //! rpn port-keras IN.h5 --arch seed001 -o OUT.safetensors [--exclude 'mrcnn_*']
+//! rpn port-torch MODEL.pth --arch torchvision-resnet50-fpn -o OUT.safetensors
 //! rpn forward --arch seed001 --weights W.safetensors --input X.npy -o OUT.npz [--device cpu|cuda|metal]
-//! rpn inspect FILE.(safetensors|h5)
+//! rpn inspect FILE.(safetensors|h5|pth)
 //! ```
 //!
 //! Exit status ([`main_with`]): 0 on success (and when the reader of standard output has gone,
@@ -38,6 +39,9 @@ pub enum CliError {
     /// A Keras port failed (nothing was written).
     #[error(transparent)]
     Port(#[from] PortError),
+    /// A PyTorch port failed (nothing was written).
+    #[error(transparent)]
+    Torch(#[from] rpn_torch::TorchPortError),
     /// candle failed (device, shapes, file formats).
     #[error("{context}")]
     Candle {
@@ -283,7 +287,8 @@ enum Command {
     },
     /// Proposals for PNG/JPEG images in original-image pixels, with scores and levels.
     Propose {
-        /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
+        /// seed000, seed001, seed002, matterport-resnet50, matterport-resnet101 or
+        /// torchvision-resnet50-fpn.
         #[arg(long)]
         arch: Architecture,
         /// Weights (final.safetensors, a checkpoint, or a ported Keras file).
@@ -311,6 +316,8 @@ enum Command {
         /// Seeds 000/001: run the network on SIDE×SIDE (default: the size the weights were
         /// trained at, 64 for the seed recipe). Seed 002: the longest side (default 1024; never
         /// upscaled). Matterport: IMAGE_MAX_DIM of the `square` resize (default 1024).
+        /// torchvision: `min_size` of the transform (default 800; `max_size` scales with it,
+        /// 1333 at 800).
         #[arg(long, allow_negative_numbers = true, value_parser = flags::side)]
         image_size: Option<u32>,
         /// Matterport: `pixels` (x1,y1,x2,y2 in original-image pixels; molded pixels for
@@ -342,20 +349,35 @@ enum Command {
         #[arg(long)]
         exclude: Vec<String>,
     },
+    /// Converts a PyTorch state dict (.pth: a torchvision detector, or its `model.rpn` /
+    /// `model.backbone`) to safetensors for --arch; `roi_heads.*` is reported as skipped.
+    PortTorch {
+        /// The `.pth` file (`torch.save(model.state_dict())`).
+        input: PathBuf,
+        /// torchvision-resnet50-fpn.
+        #[arg(long)]
+        arch: Architecture,
+        /// Output safetensors file (written atomically; untouched on error).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Runs --arch on an NHWC float32 .npy input and writes the Keras-layout outputs as .npz.
     Forward {
-        /// seed000, seed001, seed002, matterport-resnet50 or matterport-resnet101.
+        /// seed000, seed001, seed002, matterport-resnet50, matterport-resnet101 or
+        /// torchvision-resnet50-fpn.
         #[arg(long)]
         arch: Architecture,
         /// Weights from `rpn port-keras`.
         #[arg(long)]
         weights: PathBuf,
-        /// NHWC float32 array: images (seeds 000/001), 512-channel features (seed002) or molded
-        /// images (Matterport: RGB − MEAN_PIXEL, sides multiples of 64).
+        /// NHWC float32 array: images (seeds 000/001), 512-channel features (seed002), molded
+        /// images (Matterport: RGB − MEAN_PIXEL, sides multiples of 64) or torchvision's
+        /// transformed batch (`images.tensors` permuted to NHWC: normalised, padded to 32).
         #[arg(long)]
         input: PathBuf,
         /// Output .npz: rpn_class_logits, rpn_class, rpn_bbox (seeds 000/001; Matterport also
-        /// P2…P6, NHWC) or classification, location (seed002).
+        /// P2…P6, NHWC), classification, location (seed002), or objectness [B, N], deltas
+        /// [B, N, 4] (torchvision's `concat_box_prediction_layers` order) and P2…P6.
         #[arg(short, long)]
         output: PathBuf,
         /// Refuse inputs whose forward pass would need more memory than this (bytes, or with a
@@ -507,6 +529,7 @@ where
         Command::PortKeras { input, arch, output, exclude } => {
             port_keras(&input, &arch, &output, exclude)
         }
+        Command::PortTorch { input, arch, output } => port_torch(&input, &arch, &output),
         Command::Forward { arch, weights, input, output, memory_budget, device } => {
             forward(&arch, &weights, &input, &output, memory_budget, device)
         }
@@ -535,6 +558,12 @@ fn port_keras(
     output: &Path,
     exclude: Vec<String>,
 ) -> Result<String, CliError> {
+    if matches!(arch.network, rpn_model::Network::Torchvision(_)) {
+        return Err(CliError::Usage(format!(
+            "{} has PyTorch weights: use `rpn port-torch MODEL.pth --arch {}`",
+            arch.name, arch.name
+        )));
+    }
     // Refuse a bad destination (a device, a missing directory) before reading the input.
     rpn_io::check_destination(output)?;
     let shapes = candle("listing the model's tensors", arch.network.tensor_shapes())?;
@@ -560,6 +589,37 @@ fn port_keras(
     }
     if !weights.excluded.is_empty() {
         report.push_str(&format!("; excluded layers: {}", weights.excluded.join(", ")));
+    }
+    Ok(report)
+}
+
+fn port_torch(input: &Path, arch: &Architecture, output: &Path) -> Result<String, CliError> {
+    if !matches!(arch.network, rpn_model::Network::Torchvision(_)) {
+        return Err(CliError::Usage(format!(
+            "--arch {}: `rpn port-torch` ports torchvision networks (torchvision-resnet50-fpn); \
+             Keras files go through `rpn port-keras`",
+            arch.name
+        )));
+    }
+    rpn_io::check_destination(output)?;
+    let weights = rpn_torch::port(input, &arch.network)?;
+    rpn_torch::write_safetensors(&weights, output)?;
+    let values: usize = weights.tensors.values().map(|t| t.elem_count()).sum();
+    let mut report = format!(
+        "ported {} tensors ({values} values) of {} to {}",
+        weights.tensors.len(),
+        arch.name,
+        output.display()
+    );
+    if !weights.skipped.is_empty() {
+        let shown: Vec<&str> = weights.skipped.iter().take(4).map(String::as_str).collect();
+        let more = weights.skipped.len().saturating_sub(shown.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        report.push_str(&format!(
+            "; skipped {} tensors outside the RPN: {}{more}",
+            weights.skipped.len(),
+            shown.join(", ")
+        ));
     }
     Ok(report)
 }
@@ -625,6 +685,17 @@ fn forward(
                 ("rpn_class", o.probs),
                 ("rpn_bbox", o.deltas),
             ];
+            for (name, p) in ["P2", "P3", "P4", "P5", "P6"].into_iter().zip(o.pyramid) {
+                let nhwc = candle("P2–P6 to NHWC", p.permute((0, 2, 3, 1)))?;
+                named.push((name, nhwc));
+            }
+            named
+        }
+        Model::Torchvision(m) => {
+            // torchvision's `images.tensors`, channels last: the model takes NCHW.
+            let nchw = candle("NHWC to NCHW", rpn_model::nhwc_to_nchw(&x))?;
+            let o = candle(format!("running {}", arch.name), m.forward(&nchw))?;
+            let mut named = vec![("objectness", o.objectness), ("deltas", o.deltas)];
             for (name, p) in ["P2", "P3", "P4", "P5", "P6"].into_iter().zip(o.pyramid) {
                 let nhwc = candle("P2–P6 to NHWC", p.permute((0, 2, 3, 1)))?;
                 named.push((name, nhwc));
@@ -709,7 +780,15 @@ fn inspect(file: &Path) -> Result<String, CliError> {
     let mut lines = Vec::new();
     let mut total = 0usize;
     let is_h5 = file.extension().is_some_and(|e| e == "h5");
-    if is_h5 {
+    let is_pth = file.extension().is_some_and(|e| e == "pth" || e == "pt");
+    if is_pth {
+        let entries = rpn_torch::read_state_dict(file)?;
+        lines.push(format!("{} (PyTorch state dict)", file.display()));
+        for e in entries {
+            total += e.shape.iter().product::<usize>();
+            lines.push(format!("{}  {:?}  {:?}", e.name, e.dtype, e.shape));
+        }
+    } else if is_h5 {
         let (kind, layers) = read_keras_file(file)?;
         lines.push(format!("{} ({kind:?})", file.display()));
         for layer in layers {

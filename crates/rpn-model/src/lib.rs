@@ -30,6 +30,7 @@ mod matterport;
 mod network;
 mod resnet;
 mod roi_align;
+mod torchvision;
 mod vgg;
 
 pub use batch_norm::BatchNormMode;
@@ -40,6 +41,9 @@ pub use matterport::{
 pub use network::{KerasLayout, Model, Network, WeightsError};
 pub use resnet::{SeedResNet, SeedResNetConfig};
 pub use roi_align::{crop_and_resize, pyramid_roi_align, roi_level};
+pub use torchvision::{
+    TorchvisionConfig, TorchvisionOutputs, TorchvisionRpn, TORCHVISION_SIZE_DIVISIBLE, TORCH_BN_EPS,
+};
 pub use vgg::Vgg16;
 
 use candle_core::{Result, Tensor};

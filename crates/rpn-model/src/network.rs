@@ -15,7 +15,8 @@ use candle_nn::VarBuilder;
 
 use crate::{
     MatterportConfig, MatterportRpn, Seed002Head, SeedResNet, SeedResNetConfig, SeedRpn,
-    SeedRpnHead, Vgg16, MATTERPORT_SIDE_MULTIPLE,
+    SeedRpnHead, TorchvisionConfig, TorchvisionRpn, Vgg16, MATTERPORT_SIDE_MULTIPLE,
+    TORCHVISION_SIZE_DIVISIBLE,
 };
 
 /// A network and its configuration.
@@ -50,6 +51,8 @@ pub enum Network {
     Matterport(MatterportConfig),
     /// Keras' VGG16 body up to `block5_conv3`, images in, features out.
     Vgg16,
+    /// torchvision's ResNet-FPN + `RPNHead` (state-dict names), normalised padded NCHW batches in.
+    Torchvision(TorchvisionConfig),
 }
 
 /// A built [`Network`].
@@ -64,6 +67,8 @@ pub enum Model {
     Matterport(MatterportRpn),
     /// VGG16: images in (Keras `preprocess_input`, caffe mode), `block5_conv3` features out.
     Vgg16(Vgg16),
+    /// torchvision: `GeneralizedRCNNTransform` batches in, objectness and deltas out.
+    Torchvision(TorchvisionRpn),
 }
 
 /// Where the Keras weights of a network go (see [`Network::keras_layout`]).
@@ -89,6 +94,7 @@ impl Network {
             }
             Self::Matterport(config) => Model::Matterport(MatterportRpn::new(config, vb)?),
             Self::Vgg16 => Model::Vgg16(Vgg16::new(vb)?),
+            Self::Torchvision(config) => Model::Torchvision(TorchvisionRpn::new(config, vb)?),
         })
     }
 
@@ -121,6 +127,8 @@ impl Network {
             Self::Vgg16 => {
                 KerasLayout { convs: Vgg16::keras_creation_order(), bns: Vec::new(), named: true }
             }
+            // Not a Keras network: its weights come from PyTorch state dicts, by name.
+            Self::Torchvision(_) => KerasLayout { convs: Vec::new(), bns: Vec::new(), named: true },
         }
     }
 
@@ -149,6 +157,7 @@ impl Network {
             Self::Seed002Head { .. } => 1,
             Self::Matterport(_) => MATTERPORT_SIDE_MULTIPLE,
             Self::Vgg16 => 16,
+            Self::Torchvision(_) => TORCHVISION_SIZE_DIVISIBLE,
         }
     }
 

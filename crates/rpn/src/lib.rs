@@ -40,6 +40,7 @@ mod eval;
 mod matterport;
 mod proposer;
 mod shapes;
+mod torchvision;
 mod train;
 
 #[cfg(test)]
@@ -65,4 +66,8 @@ pub use proposer::{
     Molding, Proposer, ProposerOptions, DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, VGG_MEAN_BGR,
 };
 pub use shapes::{Shape, ShapeKind, ShapesDataset, ShapesImage};
+pub use torchvision::{
+    torchvision_padded, torchvision_resized_size, torchvision_to_original, torchvision_transform,
+    IMAGENET_MEAN, IMAGENET_STD,
+};
 pub use train::{CheckpointInfo, LrSchedule, SgdMomentum, StepLosses, TrainConfig, Trainer};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Module, Tensor};
 use rpn_anchors::{Anchors, Bbox, ImageSize, NormalizedBox};
-use rpn_model::{MatterportRpn, Model, Seed002Head, SeedRpn, Vgg16};
+use rpn_model::{MatterportRpn, Model, Seed002Head, SeedRpn, TorchvisionRpn, Vgg16};
 use rpn_proposals::{
     generate_proposals_with, Clip, Objectness, ProposalConfig, ProposalScratch, Proposals,
 };
@@ -159,6 +159,7 @@ enum Net {
     Seed(SeedRpn),
     Vgg { backbone: Vgg16, head: Seed002Head },
     Matterport(MatterportRpn),
+    Torchvision(TorchvisionRpn),
 }
 
 /// The head's objectness for a batch, in the form the network produced it.
@@ -167,6 +168,8 @@ enum Scores {
     SoftmaxPairs(Vec<[f32; 2]>),
     /// Sigmoid probabilities (seed 002).
     Probabilities(Vec<f32>),
+    /// Objectness logits, one per anchor (torchvision).
+    Logits(Vec<f32>),
 }
 
 /// The head's outputs for a batch on the host: one row per anchor, image after image.
@@ -183,6 +186,7 @@ impl HeadOutputs {
         let objectness = match &self.scores {
             Scores::SoftmaxPairs(p) => Objectness::SoftmaxPairs(&p[rows.clone()]),
             Scores::Probabilities(p) => Objectness::Probabilities(&p[rows.clone()]),
+            Scores::Logits(p) => Objectness::Logits(&p[rows.clone()]),
         };
         (objectness, &self.deltas[rows])
     }
@@ -198,7 +202,11 @@ fn host_rows<const K: usize>(t: &Tensor) -> Result<Vec<[f32; K]>, Error> {
 /// Where one image of a batch came from, to map its boxes back.
 #[derive(Clone)]
 struct Placement {
+    /// The network input (the batch's size).
     input: ImageSize,
+    /// The image inside the input (top-left): where proposals are clipped, and what maps to
+    /// the original. The input itself except for torchvision's padded batches.
+    resized: ImageSize,
     original: ImageSize,
     molded: Option<MoldedImage>,
 }
@@ -286,6 +294,7 @@ impl Proposer {
         let net = match (model, backbone) {
             (Model::SeedRpn(m), None) => Net::Seed(m),
             (Model::Matterport(m), None) => Net::Matterport(m),
+            (Model::Torchvision(m), None) => Net::Torchvision(m),
             (Model::Seed002(head), Some(Model::Vgg16(backbone))) => Net::Vgg { backbone, head },
             _ => {
                 return Err(Error::Unsupported {
@@ -339,6 +348,11 @@ impl Proposer {
         &self,
         images: &[image::DynamicImage],
     ) -> Result<Vec<ImageProposals>, Error> {
+        if let Some((min_size, max_size)) =
+            self.rpn.preprocessing.torchvision_sizes(self.options.input_side)
+        {
+            return self.propose_torchvision(images, min_size, max_size);
+        }
         let mut out = Vec::with_capacity(images.len());
         let mut start = 0;
         while start < images.len() {
@@ -359,6 +373,55 @@ impl Proposer {
                 .iter()
                 .map(|img| self.prepare(img, input, &mut pixels))
                 .collect::<Result<Vec<_>, _>>()?;
+            out.extend(self.run(pixels, &placements)?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// torchvision's batching: consecutive images share a batch while it fits the budget, padded
+    /// with zeros to the largest (rounded up to the size divisor), as `batch_images` does.
+    fn propose_torchvision(
+        &self,
+        images: &[image::DynamicImage],
+        min_size: u32,
+        max_size: u32,
+    ) -> Result<Vec<ImageProposals>, Error> {
+        let mut out = Vec::with_capacity(images.len());
+        let mut start = 0;
+        while start < images.len() {
+            let mut input = self.input_size(image_size(&images[start])?);
+            self.check_budget(input, 1)?;
+            let mut end = start + 1;
+            while end < images.len() {
+                let next = self.input_size(image_size(&images[end])?);
+                let merged = ImageSize {
+                    height: input.height.max(next.height),
+                    width: input.width.max(next.width),
+                };
+                if self.rpn.forward_bytes(merged, end + 1 - start) > self.budget {
+                    break;
+                }
+                input = merged;
+                end += 1;
+            }
+            let (h, w) = (input.height as usize, input.width as usize);
+            let mut pixels = vec![0f32; (end - start) * h * w * 3];
+            let mut placements = Vec::with_capacity(end - start);
+            for (k, img) in images[start..end].iter().enumerate() {
+                let (values, resized) = crate::torchvision_transform(img, min_size, max_size)?;
+                let row = resized.width as usize * 3;
+                for (y, src) in values.chunks_exact(row).enumerate() {
+                    let at = (k * h + y) * w * 3;
+                    pixels[at..at + row].copy_from_slice(src);
+                }
+                placements.push(Placement {
+                    input,
+                    resized,
+                    original: image_size(img)?,
+                    molded: None,
+                });
+            }
             out.extend(self.run(pixels, &placements)?);
             start = end;
         }
@@ -452,7 +515,7 @@ impl Proposer {
             self.check_side(size.height)?;
             self.check_side(size.width)?;
             self.check_budget(size, n)?;
-            let placement = Placement { input: size, original: size, molded: None };
+            let placement = Placement { input: size, resized: size, original: size, molded: None };
             return self.run(pixels.to_vec(), &vec![placement; n]);
         }
         let images = pixels
@@ -590,8 +653,14 @@ impl Proposer {
                 batch.append(&mut m.pixels);
                 molded = Some(m);
             }
+            Preprocessing::TorchvisionTransform { .. } => {
+                return Err(Error::Unsupported {
+                    arch: self.arch.name,
+                    what: "torchvision batches are prepared by `propose_torchvision`".into(),
+                })
+            }
         }
-        Ok(Placement { input, original, molded })
+        Ok(Placement { input, resized: input, original, molded })
     }
 
     /// Runs one batch of `input`-sized images (`pixels`, NHWC) and maps each image's proposals
@@ -603,7 +672,6 @@ impl Proposer {
         let x = Tensor::from_vec(pixels, (images.len(), h, w, 3), &Device::Cpu)?;
         let outputs = self.forward(&x)?;
         let anchors = self.anchors_for(input)?;
-        let config = self.layer_for(input);
         let mut scratch = ProposalScratch::default();
         images
             .iter()
@@ -611,11 +679,11 @@ impl Proposer {
             .map(|(i, p)| {
                 let (objectness, deltas) = outputs.image(i);
                 let found = generate_proposals_with(
-                    &config,
+                    &self.layer_for(p.resized),
                     &anchors,
                     objectness,
                     deltas,
-                    input,
+                    p.resized,
                     &mut scratch,
                 )?;
                 Ok(self.to_original(p, &found))
@@ -634,6 +702,11 @@ impl Proposer {
             Net::Matterport(m) => {
                 let o = m.forward_nhwc(&x)?;
                 (Scores::SoftmaxPairs(host_rows(&o.logits)?), o.deltas)
+            }
+            Net::Torchvision(m) => {
+                let o = m.forward(&rpn_model::nhwc_to_nchw(&x)?)?;
+                let logits = o.objectness.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+                (Scores::Logits(logits), o.deltas)
             }
             Net::Vgg { backbone, head } => {
                 let features = backbone.forward(&rpn_model::nhwc_to_nchw(&x)?)?;
@@ -690,8 +763,8 @@ impl Proposer {
                 })
                 .collect(),
             _ => {
-                let sx = p.original.width as f32 / p.input.width as f32;
-                let sy = p.original.height as f32 / p.input.height as f32;
+                let sx = p.original.width as f32 / p.resized.width as f32;
+                let sy = p.original.height as f32 / p.resized.height as f32;
                 found
                     .items
                     .iter()

@@ -22,6 +22,7 @@
 mod matterport;
 mod seed;
 mod seed002;
+mod torchvision;
 mod vgg16;
 
 use std::str::FromStr;
@@ -37,6 +38,7 @@ const REGISTRY: &[fn() -> Architecture] = &[
     seed002::architecture,
     matterport::resnet50,
     matterport::resnet101,
+    torchvision::resnet50_fpn,
     vgg16::architecture,
 ];
 
@@ -119,9 +121,34 @@ pub enum Preprocessing {
         /// `IMAGE_MAX_DIM` (a multiple of 64).
         max_dim: u32,
     },
+    /// torchvision's `GeneralizedRCNNTransform`: RGB in `[0, 1]` normalised with the ImageNet
+    /// mean and std, resized (bilinear) so the shorter side is `min_size` unless the longer
+    /// would exceed `max_size`, zero-padded to multiples of `size_divisible` (a batch to its
+    /// largest image). See [`crate::torchvision_transform`].
+    TorchvisionTransform {
+        /// `min_size` (800).
+        min_size: u32,
+        /// `max_size` (1333).
+        max_size: u32,
+        /// `size_divisible` (32).
+        size_divisible: u32,
+    },
 }
 
 impl Preprocessing {
+    /// `(min_size, max_size)` of [`Preprocessing::TorchvisionTransform`]; `requested` replaces
+    /// `min_size` and scales `max_size` with it (800 / 1333 keeps its ratio).
+    pub fn torchvision_sizes(&self, requested: Option<u32>) -> Option<(u32, u32)> {
+        let Self::TorchvisionTransform { min_size, max_size, .. } = *self else { return None };
+        Some(match requested {
+            None => (min_size, max_size),
+            Some(side) => {
+                let ratio = f64::from(max_size) / f64::from(min_size.max(1));
+                (side, (f64::from(side) * ratio).round() as u32)
+            }
+        })
+    }
+
     /// The network input size for an image of `original` size when the user asked for
     /// `requested` (the side for [`Preprocessing::ResizeUnit`], the longest side for
     /// [`Preprocessing::VggCaffe`], `IMAGE_MAX_DIM` for [`Preprocessing::MatterportSquare`]).
@@ -144,6 +171,13 @@ impl Preprocessing {
             Self::MatterportSquare { max_dim, .. } => {
                 let side = requested.unwrap_or(max_dim);
                 ImageSize { height: side, width: side }
+            }
+            Self::TorchvisionTransform { size_divisible, .. } => {
+                let (min_size, max_size) = self.torchvision_sizes(requested).unwrap_or_default();
+                crate::torchvision_padded(
+                    crate::torchvision_resized_size(original, min_size, max_size),
+                    size_divisible,
+                )
             }
         }
     }
@@ -257,10 +291,20 @@ mod tests {
                 Network::Matterport(config) => {
                     assert_eq!(config.anchors_per_location, k, "{}", arch.name)
                 }
+                Network::Torchvision(config) => {
+                    assert_eq!(config.anchors_per_location, k, "{}", arch.name)
+                }
                 other => panic!("{}: unexpected network {other:?}", arch.name),
             }
-            if !matches!(rpn.preprocessing, Preprocessing::VggCaffe { .. }) {
-                assert_eq!(arch.network.stride(), coarsest as usize, "{}", arch.name);
+            match rpn.preprocessing {
+                Preprocessing::VggCaffe { .. } => {}
+                // torchvision pads to 32 and its P6 grid is `ceil(P5 / 2)`: anchor strides are
+                // `image // grid` (torchvision's rule), so the rows line up without stride 64.
+                Preprocessing::TorchvisionTransform { size_divisible, .. } => {
+                    assert_eq!(arch.network.stride(), size_divisible as usize, "{}", arch.name);
+                    assert_eq!(rpn.anchors.stride_rule, rpn_anchors::StrideRule::ImageOverGrid);
+                }
+                _ => assert_eq!(arch.network.stride(), coarsest as usize, "{}", arch.name),
             }
             if let Some(backbone) = rpn.backbone {
                 let b: Architecture = backbone.parse().expect("registered backbone");

@@ -1,0 +1,275 @@
+//! torchvision's Faster R-CNN RPN (`fasterrcnn_resnet50_fpn`): the `resnet50` body,
+//! `FeaturePyramidNetwork` with `LastLevelMaxPool`, and `RPNHead`, with torchvision's state-dict
+//! keys as `VarBuilder` paths, so a ported `model.state_dict()` loads by name.
+//!
+//! torchvision's numerics, which differ from Matterport's: the stride of a stage's first block
+//! sits on its 3×3 conv (ResNet v1.5), convolutions of the body have no bias, BatchNorm is
+//! `FrozenBatchNorm2d` with epsilon 1e-5 (`nn.BatchNorm2d` in eval mode, the same arithmetic,
+//! for `weights_backbone=None`), the stem's max-pool is 3×3/2 with symmetric padding 1, the FPN
+//! upsamples by nearest to the lateral's exact size, and P6 is `max_pool2d(P5, 1, 2)`. Inputs are
+//! NCHW batches as `GeneralizedRCNNTransform` makes them (normalised, padded to a multiple of 32).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Conv2dConfig, VarBuilder};
+
+use crate::conv::{conv2d, Conv};
+
+/// `FrozenBatchNorm2d`'s (and `nn.BatchNorm2d`'s) epsilon.
+pub const TORCH_BN_EPS: f64 = 1e-5;
+
+/// `GeneralizedRCNNTransform`'s `size_divisible`: batches are padded to multiples of it.
+pub const TORCHVISION_SIZE_DIVISIBLE: usize = 32;
+
+/// Sizes of [`TorchvisionRpn`]. [`TorchvisionConfig::resnet50_fpn`] is torchvision's; narrower
+/// variants keep the graph and the names (for small test checkpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TorchvisionConfig {
+    /// Bottleneck blocks per stage (`resnet50`: 3, 4, 6, 3).
+    pub blocks: [usize; 4],
+    /// Channels of the stem and of `layer1`'s bottleneck (64); `layer{s}` uses
+    /// `width · 2^(s−1)` and outputs 4× that.
+    pub width: usize,
+    /// `out_channels` of the FPN (256).
+    pub fpn_channels: usize,
+    /// Anchors per location (3: one size × ratios 0.5, 1, 2 per level).
+    pub anchors_per_location: usize,
+}
+
+impl TorchvisionConfig {
+    /// `fasterrcnn_resnet50_fpn` (v1) and `maskrcnn_resnet50_fpn`.
+    pub fn resnet50_fpn() -> Self {
+        Self { blocks: [3, 4, 6, 3], width: 64, fpn_channels: 256, anchors_per_location: 3 }
+    }
+}
+
+/// Conv (no bias) + frozen BN.
+#[derive(Debug, Clone)]
+struct ConvBn {
+    conv: Conv,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        conv: VarBuilder,
+        bn: VarBuilder,
+    ) -> Result<Self> {
+        let cfg = Conv2dConfig { padding: k / 2, stride, ..Default::default() };
+        let bn_cfg = BatchNormConfig { eps: TORCH_BN_EPS, ..Default::default() };
+        Ok(Self {
+            conv: conv2d_no_bias(c_in, c_out, k, cfg, conv)?,
+            bn: batch_norm(c_out, bn_cfg, bn)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_core::ModuleT::forward_t(&self.bn, &self.conv.forward(x)?, false)
+    }
+}
+
+fn conv2d_no_bias(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    cfg: Conv2dConfig,
+    vb: VarBuilder,
+) -> Result<Conv> {
+    let weight = vb.get((c_out, c_in / cfg.groups, k, k), "weight")?;
+    Ok(Conv(candle_nn::Conv2d::new(weight, None, cfg)))
+}
+
+/// torchvision's `Bottleneck`: 1×1, 3×3 (stride here), 1×1 ×4, projection `downsample`.
+#[derive(Debug, Clone)]
+struct Bottleneck {
+    convs: [ConvBn; 3],
+    downsample: Option<ConvBn>,
+}
+
+impl Bottleneck {
+    fn new(c_in: usize, planes: usize, stride: usize, vb: &VarBuilder) -> Result<Self> {
+        let cb = |i: usize, c_in, c_out, k, s| {
+            ConvBn::new(c_in, c_out, k, s, vb.pp(format!("conv{i}")), vb.pp(format!("bn{i}")))
+        };
+        let downsample = if stride != 1 || c_in != 4 * planes {
+            let d = vb.pp("downsample");
+            Some(ConvBn::new(c_in, 4 * planes, 1, stride, d.pp("0"), d.pp("1"))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            convs: [
+                cb(1, c_in, planes, 1, 1)?,
+                cb(2, planes, planes, 3, stride)?,
+                cb(3, planes, 4 * planes, 1, 1)?,
+            ],
+            downsample,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.convs[0].forward(x)?.relu()?;
+        let y = self.convs[1].forward(&y)?.relu()?;
+        let y = self.convs[2].forward(&y)?;
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
+        };
+        (y + identity)?.relu()
+    }
+}
+
+/// The RPN's raw outputs for a batch, flattened as torchvision's `concat_box_prediction_layers`:
+/// rows in level → y → x → anchor order.
+#[derive(Debug, Clone)]
+pub struct TorchvisionOutputs {
+    /// `[B, N]` objectness logits (`RPNHead.cls_logits`).
+    pub objectness: Tensor,
+    /// `[B, N, 4]` `(dx, dy, dw, dh)` (`RPNHead.bbox_pred`; the RPN's box coder weights are 1).
+    pub deltas: Tensor,
+    /// The FPN's outputs `'0'…'3', 'pool'` (P2…P6), NCHW.
+    pub pyramid: Vec<Tensor>,
+}
+
+/// torchvision's ResNet-FPN with the RPN head.
+///
+/// `VarBuilder` paths are torchvision's state-dict keys: `backbone.body.conv1`,
+/// `backbone.body.bn1`, `backbone.body.layer{1..4}.{i}.{conv,bn}{1,2,3}`,
+/// `….downsample.{0,1}`, `backbone.fpn.inner_blocks.{0..3}.0`, `backbone.fpn.layer_blocks.{0..3}.0`,
+/// `rpn.head.conv.0.0`, `rpn.head.cls_logits`, `rpn.head.bbox_pred`.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use rpn_model::{TorchvisionConfig, TorchvisionRpn};
+///
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let narrow = TorchvisionConfig { width: 8, fpn_channels: 16, ..TorchvisionConfig::resnet50_fpn() };
+/// let model = TorchvisionRpn::new(&narrow, vb)?;
+/// let out = model.forward(&Tensor::zeros((1, 3, 64, 96), DType::F32, &Device::Cpu)?)?;
+/// // P2…P6 of 64×96: 16×24 + 8×12 + 4×6 + 2×3 + 1×2 cells, 3 anchors each.
+/// assert_eq!(out.objectness.dims(), &[1, 3 * (384 + 96 + 24 + 6 + 2)]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TorchvisionRpn {
+    stem: ConvBn,
+    layers: Vec<Vec<Bottleneck>>,
+    inner: Vec<Conv>,
+    outer: Vec<Conv>,
+    head_conv: Conv,
+    cls_logits: Conv,
+    bbox_pred: Conv,
+    config: TorchvisionConfig,
+}
+
+impl TorchvisionRpn {
+    /// Builds the model from `vb` (paths as above).
+    pub fn new(config: &TorchvisionConfig, vb: VarBuilder) -> Result<Self> {
+        if config.width == 0 || config.fpn_channels == 0 || config.anchors_per_location == 0 {
+            candle_core::bail!("torchvision RPN needs non-zero widths, got {config:?}")
+        }
+        let body = vb.pp("backbone").pp("body");
+        let stem = ConvBn::new(3, config.width, 7, 2, body.pp("conv1"), body.pp("bn1"))?;
+        let (mut c_in, mut planes) = (config.width, config.width);
+        let mut layers = Vec::with_capacity(4);
+        let mut outs = Vec::with_capacity(4);
+        for (i, &n) in config.blocks.iter().enumerate() {
+            let layer = body.pp(format!("layer{}", i + 1));
+            let stride = if i == 0 { 1 } else { 2 };
+            let mut blocks = Vec::with_capacity(n);
+            for b in 0..n {
+                let s = if b == 0 { stride } else { 1 };
+                blocks.push(Bottleneck::new(c_in, planes, s, &layer.pp(b.to_string()))?);
+                c_in = 4 * planes;
+            }
+            layers.push(blocks);
+            outs.push(c_in);
+            planes *= 2;
+        }
+        let fpn = vb.pp("backbone").pp("fpn");
+        let f = config.fpn_channels;
+        let same = Conv2dConfig { padding: 1, ..Default::default() };
+        let inner = outs
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                conv2d(c, f, 1, Default::default(), fpn.pp(format!("inner_blocks.{i}.0")))
+            })
+            .collect::<Result<_>>()?;
+        let outer = (0..4)
+            .map(|i| conv2d(f, f, 3, same, fpn.pp(format!("layer_blocks.{i}.0"))))
+            .collect::<Result<_>>()?;
+        let head = vb.pp("rpn").pp("head");
+        let a = config.anchors_per_location;
+        Ok(Self {
+            stem,
+            layers,
+            inner,
+            outer,
+            head_conv: conv2d(f, f, 3, same, head.pp("conv.0.0"))?,
+            cls_logits: conv2d(f, a, 1, Default::default(), head.pp("cls_logits"))?,
+            bbox_pred: conv2d(f, 4 * a, 1, Default::default(), head.pp("bbox_pred"))?,
+            config: *config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TorchvisionConfig {
+        &self.config
+    }
+
+    /// `layer1`…`layer4` outputs (C2…C5) of an NCHW batch.
+    fn body(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let x = self.stem.forward(x)?.relu()?;
+        // 3×3/2 max-pool with padding 1; after ReLU, zero padding equals −∞ padding.
+        let mut x =
+            x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+        let mut c = Vec::with_capacity(4);
+        for layer in &self.layers {
+            for block in layer {
+                x = block.forward(&x)?;
+            }
+            c.push(x.clone());
+        }
+        Ok(c)
+    }
+
+    /// `FeaturePyramidNetwork` + `LastLevelMaxPool`: P2…P6 from C2…C5.
+    fn fpn(&self, c: &[Tensor]) -> Result<Vec<Tensor>> {
+        let last = c.len() - 1;
+        let mut inner = self.inner[last].forward(&c[last])?;
+        let mut results = vec![self.outer[last].forward(&inner)?];
+        for i in (0..last).rev() {
+            let lateral = self.inner[i].forward(&c[i])?;
+            let (_, _, h, w) = lateral.dims4()?;
+            inner = (lateral + inner.upsample_nearest2d(h, w)?)?;
+            results.insert(0, self.outer[i].forward(&inner)?);
+        }
+        let p6 = results[last].max_pool2d_with_stride(1, 2)?;
+        results.push(p6);
+        Ok(results)
+    }
+
+    /// A normalised, padded NCHW batch → objectness and deltas over P2…P6.
+    pub fn forward(&self, images: &Tensor) -> Result<TorchvisionOutputs> {
+        let pyramid = self.fpn(&self.body(images)?)?;
+        let (mut objectness, mut deltas) = (Vec::new(), Vec::new());
+        for p in &pyramid {
+            let t = self.head_conv.forward(p)?.relu()?;
+            let logits = crate::head::to_keras_rows(&self.cls_logits.forward(&t)?, 1)?;
+            objectness.push(logits.squeeze(2)?);
+            deltas.push(crate::head::to_keras_rows(&self.bbox_pred.forward(&t)?, 4)?);
+        }
+        Ok(TorchvisionOutputs {
+            objectness: Tensor::cat(&objectness, 1)?,
+            deltas: Tensor::cat(&deltas, 1)?,
+            pyramid,
+        })
+    }
+}

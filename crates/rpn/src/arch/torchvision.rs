@@ -1,0 +1,39 @@
+//! torchvision's Faster/Mask R-CNN RPN (`fasterrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn`):
+//! ResNet-50-FPN with `RPNHead` over P2–P6, `AnchorGenerator` ((32,), …, (512,)) × (0.5, 1, 2),
+//! `GeneralizedRCNNTransform` (800 / 1333, ImageNet normalisation, padding to 32) and the
+//! RPN's test-time `filter_proposals` (1000 per level → NMS 0.7 per level → 1000).
+
+use rpn_anchors::AnchorConfig;
+use rpn_model::{Network, TorchvisionConfig, TORCHVISION_SIZE_DIVISIBLE};
+use rpn_proposals::ProposalConfig;
+
+use super::{Architecture, Coordinates, Preprocessing, RpnSpec};
+
+pub(super) fn resnet50_fpn() -> Architecture {
+    let anchors = AnchorConfig::torchvision_fpn();
+    let anchors_per_location = anchors.uniform_anchors_per_cell().unwrap_or(0);
+    Architecture::with_rpn(
+        "torchvision-resnet50-fpn",
+        "torchvision Faster/Mask R-CNN RPN, ResNet-50-FPN v1 (weights from `rpn port-torch`)",
+        Network::Torchvision(TorchvisionConfig {
+            anchors_per_location,
+            ..TorchvisionConfig::resnet50_fpn()
+        }),
+        RpnSpec {
+            anchors,
+            preprocessing: Preprocessing::TorchvisionTransform {
+                min_size: 800,
+                max_size: 1333,
+                size_divisible: TORCHVISION_SIZE_DIVISIBLE as u32,
+            },
+            coordinates: Coordinates::Pixels,
+            proposals: ProposalConfig::torchvision_test(),
+            first_level: 2,
+            backbone: None,
+            trainable: false,
+            // Matterport's measured ResNet-50-FPN slope (448 B/px) with the same margin: the
+            // graphs differ only in the FPN width of the head (256 vs 512) and BN placement.
+            bytes_per_input_pixel: 700,
+        },
+    )
+}
