@@ -2,7 +2,8 @@
 //!
 //! Fixtures written by `tests/fixtures/gen_torchvision.py` (oracle virtualenv):
 //! `torch/torchvision_narrow.pth` (a whole reduced-width `FasterRCNN` state dict saved by
-//! `torch.save`, `FrozenBatchNorm2d`, seeded random weights and statistics) and
+//! `torch.save`, `FrozenBatchNorm2d`, seeded random weights and statistics),
+//! `torch/tv_v2_narrow.pth` (the `fasterrcnn_resnet50_fpn_v2` layout) and
 //! `torchvision.safetensors` (its `GeneralizedRCNNTransform` batches, `RPNHead` outputs,
 //! anchors and `filter_proposals` results on images of three aspect ratios).
 
@@ -200,4 +201,30 @@ fn the_proposer_runs_torchvisions_rpn_end_to_end_on_a_batch_of_two_sizes() {
         assert!(worst <= 1e-4, "image {i}: scores differ by {worst}");
         assert!(r.proposals.iter().all(|p| (2..=6).contains(&p.level)));
     }
+}
+
+#[test]
+fn v2_state_dict_reproduces_torchvisions_v2_rpn_head() {
+    let f = Fixture::load("torchvision.safetensors");
+    let v2 = Network::Torchvision(TorchvisionConfig {
+        width: 8,
+        fpn_channels: 16,
+        ..TorchvisionConfig::resnet50_fpn_v2()
+    });
+    let pth = fixtures_dir().join("torch/tv_v2_narrow.pth");
+    let weights = rpn_torch::port(&pth, &v2).unwrap();
+    assert!(weights.tensors.contains_key("backbone.fpn.inner_blocks.0.1.running_var"));
+    assert!(weights.tensors.contains_key("rpn.head.conv.1.0.weight"));
+    let Model::Torchvision(model) =
+        v2.build_from(weights.tensors.into_iter().collect(), &Device::Cpu).unwrap()
+    else {
+        panic!("not a torchvision model")
+    };
+    let out = model.forward(&tensor(&f.f32("batch_tensor"))).unwrap();
+    assert_scaled("v2 objectness", &out.objectness, &f.f32("v2_objectness"), 1e-4);
+    assert_scaled("v2 deltas", &out.deltas, &f.f32("v2_deltas"), 1e-4);
+    // A v1 checkpoint is not a v2 one: the FPN's BatchNorms and second head conv are missing.
+    let v1_pth = fixtures_dir().join("torch/torchvision_narrow.pth");
+    let err = rpn_torch::port(&v1_pth, &v2).unwrap_err().to_string();
+    assert!(err.contains("missing tensor `rpn.head.conv.1.0.weight`"), "{err}");
 }

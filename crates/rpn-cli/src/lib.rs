@@ -288,7 +288,7 @@ enum Command {
     /// Proposals for PNG/JPEG images in original-image pixels, with scores and levels.
     Propose {
         /// seed000, seed001, seed002, matterport-resnet50, matterport-resnet101 or
-        /// torchvision-resnet50-fpn.
+        /// torchvision-resnet50-fpn or torchvision-resnet50-fpn-v2.
         #[arg(long)]
         arch: Architecture,
         /// Weights (final.safetensors, a checkpoint, or a ported Keras file).
@@ -354,7 +354,7 @@ enum Command {
     PortTorch {
         /// The `.pth` file (`torch.save(model.state_dict())`).
         input: PathBuf,
-        /// torchvision-resnet50-fpn.
+        /// torchvision-resnet50-fpn or torchvision-resnet50-fpn-v2.
         #[arg(long)]
         arch: Architecture,
         /// Output safetensors file (written atomically; untouched on error).
@@ -364,7 +364,7 @@ enum Command {
     /// Runs --arch on an NHWC float32 .npy input and writes the Keras-layout outputs as .npz.
     Forward {
         /// seed000, seed001, seed002, matterport-resnet50, matterport-resnet101 or
-        /// torchvision-resnet50-fpn.
+        /// torchvision-resnet50-fpn or torchvision-resnet50-fpn-v2.
         #[arg(long)]
         arch: Architecture,
         /// Weights from `rpn port-keras`.
@@ -596,7 +596,8 @@ fn port_keras(
 fn port_torch(input: &Path, arch: &Architecture, output: &Path) -> Result<String, CliError> {
     if !matches!(arch.network, rpn_model::Network::Torchvision(_)) {
         return Err(CliError::Usage(format!(
-            "--arch {}: `rpn port-torch` ports torchvision networks (torchvision-resnet50-fpn); \
+            "--arch {}: `rpn port-torch` ports torchvision networks (torchvision-resnet50-fpn, \
+             torchvision-resnet50-fpn-v2); \
              Keras files go through `rpn port-keras`",
             arch.name
         )));

@@ -1,4 +1,4 @@
-//! torchvision's Faster R-CNN RPN (`fasterrcnn_resnet50_fpn`): the `resnet50` body,
+//! torchvision's Faster R-CNN RPN (`fasterrcnn_resnet50_fpn` and `_v2`): the `resnet50` body,
 //! `FeaturePyramidNetwork` with `LastLevelMaxPool`, and `RPNHead`, with torchvision's state-dict
 //! keys as `VarBuilder` paths, so a ported `model.state_dict()` loads by name.
 //!
@@ -20,8 +20,9 @@ pub const TORCH_BN_EPS: f64 = 1e-5;
 /// `GeneralizedRCNNTransform`'s `size_divisible`: batches are padded to multiples of it.
 pub const TORCHVISION_SIZE_DIVISIBLE: usize = 32;
 
-/// Sizes of [`TorchvisionRpn`]. [`TorchvisionConfig::resnet50_fpn`] is torchvision's; narrower
-/// variants keep the graph and the names (for small test checkpoints).
+/// Sizes of [`TorchvisionRpn`]. [`TorchvisionConfig::resnet50_fpn`] and
+/// [`TorchvisionConfig::resnet50_fpn_v2`] are torchvision's; narrower variants keep the graph
+/// and the names (for small test checkpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TorchvisionConfig {
     /// Bottleneck blocks per stage (`resnet50`: 3, 4, 6, 3).
@@ -33,12 +34,31 @@ pub struct TorchvisionConfig {
     pub fpn_channels: usize,
     /// Anchors per location (3: one size × ratios 0.5, 1, 2 per level).
     pub anchors_per_location: usize,
+    /// FPN convolutions are conv (no bias) + BatchNorm (v2: `norm_layer=nn.BatchNorm2d`)
+    /// instead of conv with bias (v1).
+    pub fpn_norm: bool,
+    /// 3×3 conv + ReLU layers of `RPNHead` before the two 1×1 outputs (`conv_depth`: v1 1,
+    /// v2 2).
+    pub head_convs: usize,
 }
 
 impl TorchvisionConfig {
     /// `fasterrcnn_resnet50_fpn` (v1) and `maskrcnn_resnet50_fpn`.
     pub fn resnet50_fpn() -> Self {
-        Self { blocks: [3, 4, 6, 3], width: 64, fpn_channels: 256, anchors_per_location: 3 }
+        Self {
+            blocks: [3, 4, 6, 3],
+            width: 64,
+            fpn_channels: 256,
+            anchors_per_location: 3,
+            fpn_norm: false,
+            head_convs: 1,
+        }
+    }
+
+    /// `fasterrcnn_resnet50_fpn_v2` (Li et al., "Benchmarking Detection Transfer Learning with
+    /// Vision Transformers"): BatchNorm in the FPN, two convs in the RPN head.
+    pub fn resnet50_fpn_v2() -> Self {
+        Self { fpn_norm: true, head_convs: 2, ..Self::resnet50_fpn() }
     }
 }
 
@@ -81,6 +101,32 @@ fn conv2d_no_bias(
 ) -> Result<Conv> {
     let weight = vb.get((c_out, c_in / cfg.groups, k, k), "weight")?;
     Ok(Conv(candle_nn::Conv2d::new(weight, None, cfg)))
+}
+
+/// An FPN convolution: `Conv2dNormActivation` without activation — conv with bias (v1), or conv
+/// without bias + BatchNorm (v2), at `{vb}.0` (and `{vb}.1`).
+#[derive(Debug, Clone)]
+enum FpnConv {
+    Plain(Conv),
+    Normed(ConvBn),
+}
+
+impl FpnConv {
+    fn new(c_in: usize, c_out: usize, k: usize, norm: bool, vb: VarBuilder) -> Result<Self> {
+        if norm {
+            Ok(Self::Normed(ConvBn::new(c_in, c_out, k, 1, vb.pp("0"), vb.pp("1"))?))
+        } else {
+            let cfg = Conv2dConfig { padding: k / 2, ..Default::default() };
+            Ok(Self::Plain(conv2d(c_in, c_out, k, cfg, vb.pp("0"))?))
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Plain(c) => c.forward(x),
+            Self::Normed(c) => c.forward(x),
+        }
+    }
 }
 
 /// torchvision's `Bottleneck`: 1×1, 3×3 (stride here), 1×1 ×4, projection `downsample`.
@@ -140,7 +186,8 @@ pub struct TorchvisionOutputs {
 /// `VarBuilder` paths are torchvision's state-dict keys: `backbone.body.conv1`,
 /// `backbone.body.bn1`, `backbone.body.layer{1..4}.{i}.{conv,bn}{1,2,3}`,
 /// `….downsample.{0,1}`, `backbone.fpn.inner_blocks.{0..3}.0`, `backbone.fpn.layer_blocks.{0..3}.0`,
-/// `rpn.head.conv.0.0`, `rpn.head.cls_logits`, `rpn.head.bbox_pred`.
+/// `rpn.head.conv.0.0`, `rpn.head.cls_logits`, `rpn.head.bbox_pred`; v2 adds the FPN's
+/// BatchNorms at `….{inner,layer}_blocks.{i}.1` and the second head conv `rpn.head.conv.1.0`.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -160,9 +207,9 @@ pub struct TorchvisionOutputs {
 pub struct TorchvisionRpn {
     stem: ConvBn,
     layers: Vec<Vec<Bottleneck>>,
-    inner: Vec<Conv>,
-    outer: Vec<Conv>,
-    head_conv: Conv,
+    inner: Vec<FpnConv>,
+    outer: Vec<FpnConv>,
+    head_convs: Vec<Conv>,
     cls_logits: Conv,
     bbox_pred: Conv,
     config: TorchvisionConfig,
@@ -171,7 +218,11 @@ pub struct TorchvisionRpn {
 impl TorchvisionRpn {
     /// Builds the model from `vb` (paths as above).
     pub fn new(config: &TorchvisionConfig, vb: VarBuilder) -> Result<Self> {
-        if config.width == 0 || config.fpn_channels == 0 || config.anchors_per_location == 0 {
+        if config.width == 0
+            || config.fpn_channels == 0
+            || config.anchors_per_location == 0
+            || config.head_convs == 0
+        {
             candle_core::bail!("torchvision RPN needs non-zero widths, got {config:?}")
         }
         let body = vb.pp("backbone").pp("body");
@@ -195,15 +246,14 @@ impl TorchvisionRpn {
         let fpn = vb.pp("backbone").pp("fpn");
         let f = config.fpn_channels;
         let same = Conv2dConfig { padding: 1, ..Default::default() };
+        let norm = config.fpn_norm;
         let inner = outs
             .iter()
             .enumerate()
-            .map(|(i, &c)| {
-                conv2d(c, f, 1, Default::default(), fpn.pp(format!("inner_blocks.{i}.0")))
-            })
+            .map(|(i, &c)| FpnConv::new(c, f, 1, norm, fpn.pp(format!("inner_blocks.{i}"))))
             .collect::<Result<_>>()?;
         let outer = (0..4)
-            .map(|i| conv2d(f, f, 3, same, fpn.pp(format!("layer_blocks.{i}.0"))))
+            .map(|i| FpnConv::new(f, f, 3, norm, fpn.pp(format!("layer_blocks.{i}"))))
             .collect::<Result<_>>()?;
         let head = vb.pp("rpn").pp("head");
         let a = config.anchors_per_location;
@@ -212,7 +262,9 @@ impl TorchvisionRpn {
             layers,
             inner,
             outer,
-            head_conv: conv2d(f, f, 3, same, head.pp("conv.0.0"))?,
+            head_convs: (0..config.head_convs)
+                .map(|i| conv2d(f, f, 3, same, head.pp(format!("conv.{i}.0"))))
+                .collect::<Result<_>>()?,
             cls_logits: conv2d(f, a, 1, Default::default(), head.pp("cls_logits"))?,
             bbox_pred: conv2d(f, 4 * a, 1, Default::default(), head.pp("bbox_pred"))?,
             config: *config,
@@ -261,7 +313,10 @@ impl TorchvisionRpn {
         let pyramid = self.fpn(&self.body(images)?)?;
         let (mut objectness, mut deltas) = (Vec::new(), Vec::new());
         for p in &pyramid {
-            let t = self.head_conv.forward(p)?.relu()?;
+            let mut t = p.clone();
+            for conv in &self.head_convs {
+                t = conv.forward(&t)?.relu()?;
+            }
             let logits = crate::head::to_keras_rows(&self.cls_logits.forward(&t)?, 1)?;
             objectness.push(logits.squeeze(2)?);
             deltas.push(crate::head::to_keras_rows(&self.bbox_pred.forward(&t)?, 4)?);

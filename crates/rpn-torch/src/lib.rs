@@ -86,17 +86,37 @@ fn is_bookkeeping(key: &str) -> bool {
     key.ends_with("num_batches_tracked")
 }
 
-/// The torchvision key of `key`: `module.` (DataParallel) removed, and the `backbone.` / `rpn.`
-/// prefix restored for the state dicts of `model.backbone` / `model.rpn` alone.
+/// The torchvision key of `key`: `module.` (DataParallel) removed, the `backbone.` / `rpn.`
+/// prefix restored for the state dicts of `model.backbone` / `model.rpn` alone, and the names
+/// of checkpoints saved before torchvision 0.13 (the published `fasterrcnn_resnet50_fpn_coco`
+/// among them) updated as torchvision's own `_load_from_state_dict` does:
+/// `rpn.head.conv.weight` → `rpn.head.conv.0.0.weight`, `fpn.inner_blocks.0.weight` →
+/// `fpn.inner_blocks.0.0.weight` (and `layer_blocks`).
 fn normalize(key: &str) -> String {
     let key = key.strip_prefix("module.").unwrap_or(key);
-    if key.starts_with("body.") || key.starts_with("fpn.") {
+    let key = if key.starts_with("body.") || key.starts_with("fpn.") {
         format!("backbone.{key}")
     } else if key.starts_with("head.") {
         format!("rpn.{key}")
     } else {
         key.to_owned()
+    };
+    for param in ["weight", "bias"] {
+        if key == format!("rpn.head.conv.{param}") {
+            return format!("rpn.head.conv.0.0.{param}");
+        }
     }
+    for blocks in ["backbone.fpn.inner_blocks.", "backbone.fpn.layer_blocks."] {
+        if let Some(rest) = key.strip_prefix(blocks) {
+            // `N.weight` (old) vs `N.0.weight` (new): only two parts means the old layout.
+            if let [index, param] = rest.split('.').collect::<Vec<_>>()[..] {
+                if index.parse::<usize>().is_ok() && (param == "weight" || param == "bias") {
+                    return format!("{blocks}{index}.0.{param}");
+                }
+            }
+        }
+    }
+    key
 }
 
 /// Where the state dict sits: the file's top-level object, or under one of these keys.
@@ -249,6 +269,17 @@ mod tests {
         assert_eq!(normalize("head.cls_logits.weight"), "rpn.head.cls_logits.weight");
         assert_eq!(normalize("module.rpn.head.conv.0.0.weight"), "rpn.head.conv.0.0.weight");
         assert_eq!(normalize("roi_heads.box_head.fc6.weight"), "roi_heads.box_head.fc6.weight");
+        // torchvision < 0.13 names (the published COCO checkpoints).
+        assert_eq!(normalize("rpn.head.conv.weight"), "rpn.head.conv.0.0.weight");
+        assert_eq!(
+            normalize("backbone.fpn.inner_blocks.3.bias"),
+            "backbone.fpn.inner_blocks.3.0.bias"
+        );
+        assert_eq!(normalize("fpn.layer_blocks.0.weight"), "backbone.fpn.layer_blocks.0.0.weight");
+        assert_eq!(
+            normalize("backbone.fpn.layer_blocks.0.1.running_var"),
+            "backbone.fpn.layer_blocks.0.1.running_var"
+        );
         assert!(is_bookkeeping("backbone.body.bn1.num_batches_tracked"));
     }
 

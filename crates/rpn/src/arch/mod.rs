@@ -39,6 +39,7 @@ const REGISTRY: &[fn() -> Architecture] = &[
     matterport::resnet50,
     matterport::resnet101,
     torchvision::resnet50_fpn,
+    torchvision::resnet50_fpn_v2,
     vgg16::architecture,
 ];
 

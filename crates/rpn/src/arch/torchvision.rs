@@ -1,7 +1,8 @@
-//! torchvision's Faster/Mask R-CNN RPN (`fasterrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn`):
-//! ResNet-50-FPN with `RPNHead` over P2–P6, `AnchorGenerator` ((32,), …, (512,)) × (0.5, 1, 2),
-//! `GeneralizedRCNNTransform` (800 / 1333, ImageNet normalisation, padding to 32) and the
-//! RPN's test-time `filter_proposals` (1000 per level → NMS 0.7 per level → 1000).
+//! torchvision's Faster/Mask R-CNN RPN (`fasterrcnn_resnet50_fpn`, `maskrcnn_resnet50_fpn`,
+//! `fasterrcnn_resnet50_fpn_v2`): ResNet-50-FPN with `RPNHead` over P2–P6, `AnchorGenerator`
+//! ((32,), …, (512,)) × (0.5, 1, 2), `GeneralizedRCNNTransform` (800 / 1333, ImageNet
+//! normalisation, padding to 32) and the RPN's test-time `filter_proposals` (1000 per level →
+//! NMS 0.7 per level → 1000).
 
 use rpn_anchors::AnchorConfig;
 use rpn_model::{Network, TorchvisionConfig, TORCHVISION_SIZE_DIVISIBLE};
@@ -9,16 +10,17 @@ use rpn_proposals::ProposalConfig;
 
 use super::{Architecture, Coordinates, Preprocessing, RpnSpec};
 
-pub(super) fn resnet50_fpn() -> Architecture {
+fn torchvision(
+    name: &'static str,
+    summary: &'static str,
+    config: TorchvisionConfig,
+) -> Architecture {
     let anchors = AnchorConfig::torchvision_fpn();
     let anchors_per_location = anchors.uniform_anchors_per_cell().unwrap_or(0);
     Architecture::with_rpn(
-        "torchvision-resnet50-fpn",
-        "torchvision Faster/Mask R-CNN RPN, ResNet-50-FPN v1 (weights from `rpn port-torch`)",
-        Network::Torchvision(TorchvisionConfig {
-            anchors_per_location,
-            ..TorchvisionConfig::resnet50_fpn()
-        }),
+        name,
+        summary,
+        Network::Torchvision(TorchvisionConfig { anchors_per_location, ..config }),
         RpnSpec {
             anchors,
             preprocessing: Preprocessing::TorchvisionTransform {
@@ -32,8 +34,24 @@ pub(super) fn resnet50_fpn() -> Architecture {
             backbone: None,
             trainable: false,
             // Matterport's measured ResNet-50-FPN slope (448 B/px) with the same margin: the
-            // graphs differ only in the FPN width of the head (256 vs 512) and BN placement.
+            // graphs differ in the FPN and head widths, not in the per-pixel activations.
             bytes_per_input_pixel: 700,
         },
+    )
+}
+
+pub(super) fn resnet50_fpn() -> Architecture {
+    torchvision(
+        "torchvision-resnet50-fpn",
+        "torchvision Faster/Mask R-CNN RPN, ResNet-50-FPN v1 (weights from `rpn port-torch`)",
+        TorchvisionConfig::resnet50_fpn(),
+    )
+}
+
+pub(super) fn resnet50_fpn_v2() -> Architecture {
+    torchvision(
+        "torchvision-resnet50-fpn-v2",
+        "torchvision Faster R-CNN v2 RPN: BatchNorm in the FPN, two-conv head",
+        TorchvisionConfig::resnet50_fpn_v2(),
     )
 }
