@@ -67,6 +67,13 @@ const SUITES: &[Suite] = &[
         bench: "matterport",
         peers_json: "matterport_peers.json",
     },
+    Suite {
+        name: "torchvision",
+        peer_script: "tests/benches/torchvision_peers.py",
+        package: "rpn-tests",
+        bench: "torchvision",
+        peers_json: "torchvision_peers.json",
+    },
 ];
 
 pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
@@ -80,7 +87,8 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
 
-    let mut table = String::from("| suite | operation | peer | peer ms | ours ms | speed-up |\n|---|---|---|---:|---:|---:|\n");
+    let mut table = format!("{}\n\n", machine_line());
+    table.push_str("| suite | operation | peer | peer ms | ours ms | speed-up |\n|---|---|---|---:|---:|---:|\n");
     for suite in selected {
         eprintln!("==> {}: peers", suite.name);
         run(python::python_command(root, &root.join(suite.peer_script))?.arg(&out_dir))?;
@@ -96,6 +104,26 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", summary.display()))?;
     eprintln!("table written to {}", summary.display());
     Ok(())
+}
+
+/// The CPU model, core count and the SIMD features that decide which kernels run: a ratio
+/// measured on one machine is the claim, so every table says which machine.
+fn machine_line() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let flags = field("flags").unwrap_or_default();
+    let simd: Vec<&str> = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|g| g == *f))
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("Machine: {model}, {cores} cores; SIMD: {}", simd.join(" "))
 }
 
 fn read_json(path: &Path) -> Result<Value, String> {
