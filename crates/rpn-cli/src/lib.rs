@@ -570,23 +570,9 @@ fn port_keras(
     let weights = port(input, &arch.network.keras_layout(), &shapes, &PortOptions { exclude })?;
     write_safetensors(&weights, output)?;
     let values: usize = weights.tensors.values().map(|(_, d)| d.len()).sum();
-    let mut report = format!(
-        "ported {} tensors ({values} values) of {} to {}",
-        weights.tensors.len(),
-        arch.name,
-        output.display()
-    );
-    if !weights.skipped.is_empty() {
-        let shown: Vec<&str> = weights.skipped.iter().take(6).map(String::as_str).collect();
-        let more = weights.skipped.len().saturating_sub(shown.len());
-        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
-        report.push_str(&format!(
-            "; skipped {} layers {} does not use: {}{more}",
-            weights.skipped.len(),
-            arch.name,
-            shown.join(", ")
-        ));
-    }
+    let unused = format!("layers {} does not use", arch.name);
+    let mut report =
+        port_report(arch, output, weights.tensors.len(), values, &weights.skipped, &unused);
     if !weights.excluded.is_empty() {
         report.push_str(&format!("; excluded layers: {}", weights.excluded.join(", ")));
     }
@@ -606,23 +592,35 @@ fn port_torch(input: &Path, arch: &Architecture, output: &Path) -> Result<String
     let weights = rpn_torch::port(input, &arch.network)?;
     rpn_torch::write_safetensors(&weights, output)?;
     let values: usize = weights.tensors.values().map(|t| t.elem_count()).sum();
+    let count = weights.tensors.len();
+    Ok(port_report(arch, output, count, values, &weights.skipped, "tensors outside the RPN"))
+}
+
+/// `ported N tensors (V values) of ARCH to OUT[; skipped K WHAT: a, b, … and M more]`.
+fn port_report(
+    arch: &Architecture,
+    output: &Path,
+    tensors: usize,
+    values: usize,
+    skipped: &[String],
+    skipped_what: &str,
+) -> String {
     let mut report = format!(
-        "ported {} tensors ({values} values) of {} to {}",
-        weights.tensors.len(),
+        "ported {tensors} tensors ({values} values) of {} to {}",
         arch.name,
         output.display()
     );
-    if !weights.skipped.is_empty() {
-        let shown: Vec<&str> = weights.skipped.iter().take(4).map(String::as_str).collect();
-        let more = weights.skipped.len().saturating_sub(shown.len());
+    if !skipped.is_empty() {
+        let shown: Vec<&str> = skipped.iter().take(6).map(String::as_str).collect();
+        let more = skipped.len().saturating_sub(shown.len());
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
         report.push_str(&format!(
-            "; skipped {} tensors outside the RPN: {}{more}",
-            weights.skipped.len(),
+            "; skipped {} {skipped_what}: {}{more}",
+            skipped.len(),
             shown.join(", ")
         ));
     }
-    Ok(report)
+    report
 }
 
 fn device(arg: DeviceArg) -> Result<Device, CliError> {
