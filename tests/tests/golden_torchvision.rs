@@ -228,3 +228,24 @@ fn v2_state_dict_reproduces_torchvisions_v2_rpn_head() {
     let err = rpn_torch::port(&v1_pth, &v2).unwrap_err().to_string();
     assert!(err.contains("missing tensor `rpn.head.conv.1.0.weight`"), "{err}");
 }
+
+#[test]
+fn backbone_and_rpn_saved_apart_port_to_the_same_weights() {
+    let dir = fixtures_dir().join("torch");
+    let whole = rpn_torch::port(&dir.join("torchvision_narrow.pth"), &narrow()).unwrap();
+    let (backbone, rpn) = (dir.join("tv_backbone.pth"), dir.join("tv_rpn.pth"));
+    let parts = rpn_torch::port_files(&[&backbone, &rpn], &narrow()).unwrap();
+    assert!(parts.skipped.is_empty(), "{:?}", parts.skipped);
+    assert_eq!(parts.tensors.len(), whole.tensors.len());
+    for (key, t) in &whole.tensors {
+        let p = &parts.tensors[key];
+        let diff = (t - p).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0, "{key}");
+    }
+    // Alone, each part is missing the other's tensors; together with the whole, keys repeat.
+    let err = rpn_torch::port(&rpn, &narrow()).unwrap_err().to_string();
+    assert!(err.contains("missing tensor `backbone.body.conv1.weight`"), "{err}");
+    let whole_path = dir.join("torchvision_narrow.pth");
+    let err = rpn_torch::port_files(&[&whole_path, &rpn], &narrow()).unwrap_err().to_string();
+    assert!(err.contains("`rpn.head.cls_logits.weight` is in both"), "{err}");
+}

@@ -352,8 +352,10 @@ enum Command {
     /// Converts a PyTorch state dict (.pth: a torchvision detector, or its `model.rpn` /
     /// `model.backbone`) to safetensors for --arch; `roi_heads.*` is reported as skipped.
     PortTorch {
-        /// The `.pth` file (`torch.save(model.state_dict())`).
-        input: PathBuf,
+        /// The `.pth` file (`torch.save(model.state_dict())`), or several that together hold
+        /// the network (`model.backbone` and `model.rpn` saved separately).
+        #[arg(required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
         /// torchvision-resnet50-fpn or torchvision-resnet50-fpn-v2.
         #[arg(long)]
         arch: Architecture,
@@ -579,7 +581,7 @@ fn port_keras(
     Ok(report)
 }
 
-fn port_torch(input: &Path, arch: &Architecture, output: &Path) -> Result<String, CliError> {
+fn port_torch(inputs: &[PathBuf], arch: &Architecture, output: &Path) -> Result<String, CliError> {
     if !matches!(arch.network, rpn_model::Network::Torchvision(_)) {
         return Err(CliError::Usage(format!(
             "--arch {}: `rpn port-torch` ports torchvision networks (torchvision-resnet50-fpn, \
@@ -589,7 +591,8 @@ fn port_torch(input: &Path, arch: &Architecture, output: &Path) -> Result<String
         )));
     }
     rpn_io::check_destination(output)?;
-    let weights = rpn_torch::port(input, &arch.network)?;
+    let paths: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let weights = rpn_torch::port_files(&paths, &arch.network)?;
     rpn_torch::write_safetensors(&weights, output)?;
     let values: usize = weights.tensors.values().map(|t| t.elem_count()).sum();
     let count = weights.tensors.len();

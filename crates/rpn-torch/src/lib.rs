@@ -187,45 +187,63 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<StateDictEntry>, TorchPortErro
 /// Reads the state dict in `path` and keeps the tensors `network` needs, as `f32`, checked by
 /// name and shape ([`Network::tensor_shapes`]). Every problem is reported at once.
 pub fn port(path: &Path, network: &Network) -> Result<TorchWeights, TorchPortError> {
+    port_files(&[path], network)
+}
+
+/// [`port`] over several state dicts that together make the network — `model.backbone` and
+/// `model.rpn` saved separately —; a key in two files is a problem, not a silent overwrite.
+pub fn port_files(paths: &[&Path], network: &Network) -> Result<TorchWeights, TorchPortError> {
+    let first = paths.first().map_or_else(PathBuf::new, |p| p.to_path_buf());
     let expected = network.tensor_shapes().map_err(|e| TorchPortError::Read {
-        path: path.to_path_buf(),
+        path: first.clone(),
         message: format!("cannot list the model's tensors: {e}"),
     })?;
-    let pth = open(path)?;
-    let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
-    names.sort();
     let (mut tensors, mut skipped, mut problems) = (BTreeMap::new(), Vec::new(), Vec::new());
-    for name in names {
-        if is_bookkeeping(name) {
-            continue;
-        }
-        let key = normalize(name);
-        let Some(shape) = expected.get(&key) else {
-            if key.starts_with("backbone.") || key.starts_with("rpn.") {
-                problems.push(format!("unexpected tensor `{name}` (not in the model)"));
-            } else {
-                skipped.push(name.clone());
+    let mut source: BTreeMap<String, &Path> = BTreeMap::new();
+    for &path in paths {
+        let pth = open(path)?;
+        let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
+        names.sort();
+        for name in names {
+            if is_bookkeeping(name) {
+                continue;
             }
-            continue;
-        };
-        let read = pth.get(name).and_then(|t| match t {
-            Some(t) => t.to_dtype(DType::F32).map(Some),
-            None => Ok(None),
-        });
-        match read {
-            Ok(Some(t)) if t.dims() == shape.as_slice() => {
-                tensors.insert(key, t);
+            let key = normalize(name);
+            let Some(shape) = expected.get(&key) else {
+                if key.starts_with("backbone.") || key.starts_with("rpn.") {
+                    problems.push(format!("unexpected tensor `{name}` (not in the model)"));
+                } else {
+                    skipped.push(name.clone());
+                }
+                continue;
+            };
+            if let Some(other) = source.insert(key.clone(), path) {
+                problems.push(format!(
+                    "tensor `{key}` is in both {} and {}",
+                    other.display(),
+                    path.display()
+                ));
+                continue;
             }
-            Ok(Some(t)) => problems.push(format!(
-                "tensor `{name}` has shape {:?}, the model needs {shape:?}",
-                t.dims()
-            )),
-            Ok(None) => problems.push(format!("tensor `{name}` has no data")),
-            Err(e) => {
-                return Err(TorchPortError::Read {
-                    path: path.to_path_buf(),
-                    message: format!("tensor `{name}`: {e}"),
-                })
+            let read = pth.get(name).and_then(|t| match t {
+                Some(t) => t.to_dtype(DType::F32).map(Some),
+                None => Ok(None),
+            });
+            match read {
+                Ok(Some(t)) if t.dims() == shape.as_slice() => {
+                    tensors.insert(key, t);
+                }
+                Ok(Some(t)) => problems.push(format!(
+                    "tensor `{name}` has shape {:?}, the model needs {shape:?}",
+                    t.dims()
+                )),
+                Ok(None) => problems.push(format!("tensor `{name}` has no data")),
+                Err(e) => {
+                    return Err(TorchPortError::Read {
+                        path: path.to_path_buf(),
+                        message: format!("tensor `{name}`: {e}"),
+                    })
+                }
             }
         }
     }
@@ -235,7 +253,7 @@ pub fn port(path: &Path, network: &Network) -> Result<TorchWeights, TorchPortErr
         }
     }
     if !problems.is_empty() {
-        return Err(TorchPortError::Mismatch { path: path.to_path_buf(), problems });
+        return Err(TorchPortError::Mismatch { path: first, problems });
     }
     Ok(TorchWeights { tensors, skipped })
 }
