@@ -105,6 +105,10 @@ fn ported_state_dict_reproduces_torchvisions_rpn_head_and_proposals() {
             })
             .count();
         assert!(same * 100 >= 99 * p.items.len(), "image {i}: {same} of {} equal", p.items.len());
+        eprintln!(
+            "image {i}: {same} of {} proposals equal torchvision's at the same rank",
+            p.items.len()
+        );
         for (a, s) in p.items.iter().zip(&scores.data) {
             assert!((a.score - s).abs() <= 1e-5, "image {i}: score {} vs {s}", a.score);
         }
@@ -192,6 +196,7 @@ fn the_proposer_runs_torchvisions_rpn_end_to_end_on_a_batch_of_two_sizes() {
             "image {i}: {same} of {} equal",
             r.proposals.len()
         );
+        eprintln!("Proposer, image {i}: {same} of {} equal at the same rank", r.proposals.len());
         let worst = r
             .proposals
             .iter()
