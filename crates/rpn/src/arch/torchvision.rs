@@ -33,8 +33,8 @@ fn torchvision(
             first_level: 2,
             backbone: None,
             trainable: false,
-            // Matterport's measured ResNet-50-FPN slope (448 B/px) with the same margin: the
-            // graphs differ in the FPN and head widths, not in the per-pixel activations.
+            // Measured: 475 B/px (peak RSS of `rpn propose`, v1, 768×512 vs 1536×1024 input;
+            // Matterport's R50-FPN: 448), with Matterport's margin.
             bytes_per_input_pixel: 700,
         },
     )
