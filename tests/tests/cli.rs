@@ -579,4 +579,10 @@ fn torchvision_checkpoints_inspect_port_propose_and_forward() {
         report.contains("objectness [1, 1536]") && report.contains("deltas [1, 1536, 4]"),
         "{report}"
     );
+    // RPNHead's own per-level layout: [B, A, H, W] and [B, 4A, H, W] (P2 of 64×96 is 16×24).
+    assert!(
+        report.contains("objectness_p2 [1, 3, 16, 24]")
+            && report.contains("bbox_pred_p6 [1, 12, 1, 2]"),
+        "{report}"
+    );
 }

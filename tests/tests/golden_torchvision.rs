@@ -60,6 +60,13 @@ fn ported_state_dict_reproduces_torchvisions_rpn_head_and_proposals() {
     let out = model.forward(&batch).unwrap();
     assert_scaled("objectness", &out.objectness, &f.f32("objectness"), 1e-4);
     assert_scaled("deltas", &out.deltas, &f.f32("deltas"), 1e-4);
+    // The per-level outputs are the same numbers in RPNHead's own [N, A, H, W] layout.
+    let (p2_logits, p2_boxes) = &out.per_level[0];
+    let (_, a, h2, w2) = p2_logits.dims4().unwrap();
+    assert_eq!(p2_boxes.dims4().unwrap(), (2, 4 * a, h2, w2));
+    let first = p2_logits.get(0).unwrap().get(1).unwrap().get(2).unwrap().get(3).unwrap();
+    let flat = out.objectness.get(0).unwrap().get((2 * w2 + 3) * a + 1).unwrap();
+    assert_eq!(first.to_scalar::<f32>().unwrap(), flat.to_scalar::<f32>().unwrap());
 
     // torchvision's anchors for the padded batch: strides `image // grid` per level.
     let (_, _, h, w) = batch.dims4().unwrap();

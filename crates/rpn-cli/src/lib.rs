@@ -379,7 +379,8 @@ enum Command {
         input: PathBuf,
         /// Output .npz: rpn_class_logits, rpn_class, rpn_bbox (seeds 000/001; Matterport also
         /// P2…P6, NHWC), classification, location (seed002), or objectness [B, N], deltas
-        /// [B, N, 4] (torchvision's `concat_box_prediction_layers` order) and P2…P6.
+        /// [B, N, 4] (torchvision's `concat_box_prediction_layers` order), `RPNHead`'s own
+        /// per-level objectness_p2…p6 [B, A, H, W] and bbox_pred_p2…p6 [B, 4A, H, W], and P2…P6.
         #[arg(short, long)]
         output: PathBuf,
         /// Refuse inputs whose forward pass would need more memory than this (bytes, or with a
@@ -698,6 +699,20 @@ fn forward(
             let nchw = candle("NHWC to NCHW", rpn_model::nhwc_to_nchw(&x))?;
             let o = candle(format!("running {}", arch.name), m.forward(&nchw))?;
             let mut named = vec![("objectness", o.objectness), ("deltas", o.deltas)];
+            // `RPNHead`'s per-level outputs as torchvision returns them (NCHW).
+            const PER_LEVEL: [(&str, &str); 5] = [
+                ("objectness_p2", "bbox_pred_p2"),
+                ("objectness_p3", "bbox_pred_p3"),
+                ("objectness_p4", "bbox_pred_p4"),
+                ("objectness_p5", "bbox_pred_p5"),
+                ("objectness_p6", "bbox_pred_p6"),
+            ];
+            for ((logits_name, boxes_name), (logits, boxes)) in
+                PER_LEVEL.into_iter().zip(o.per_level)
+            {
+                named.push((logits_name, logits));
+                named.push((boxes_name, boxes));
+            }
             for (name, p) in ["P2", "P3", "P4", "P5", "P6"].into_iter().zip(o.pyramid) {
                 let nhwc = candle("P2–P6 to NHWC", p.permute((0, 2, 3, 1)))?;
                 named.push((name, nhwc));

@@ -179,6 +179,9 @@ pub struct TorchvisionOutputs {
     pub deltas: Tensor,
     /// The FPN's outputs `'0'…'3', 'pool'` (P2…P6), NCHW.
     pub pyramid: Vec<Tensor>,
+    /// `RPNHead`'s own outputs per level, as torchvision returns them: `([N, A, H, W]`
+    /// objectness, `[N, 4A, H, W]` deltas) for P2…P6.
+    pub per_level: Vec<(Tensor, Tensor)>,
 }
 
 /// torchvision's ResNet-FPN with the RPN head.
@@ -311,20 +314,22 @@ impl TorchvisionRpn {
     /// A normalised, padded NCHW batch → objectness and deltas over P2…P6.
     pub fn forward(&self, images: &Tensor) -> Result<TorchvisionOutputs> {
         let pyramid = self.fpn(&self.body(images)?)?;
-        let (mut objectness, mut deltas) = (Vec::new(), Vec::new());
+        let (mut objectness, mut deltas, mut per_level) = (Vec::new(), Vec::new(), Vec::new());
         for p in &pyramid {
             let mut t = p.clone();
             for conv in &self.head_convs {
                 t = conv.forward(&t)?.relu()?;
             }
-            let logits = crate::head::to_keras_rows(&self.cls_logits.forward(&t)?, 1)?;
-            objectness.push(logits.squeeze(2)?);
-            deltas.push(crate::head::to_keras_rows(&self.bbox_pred.forward(&t)?, 4)?);
+            let (logits, boxes) = (self.cls_logits.forward(&t)?, self.bbox_pred.forward(&t)?);
+            objectness.push(crate::head::to_keras_rows(&logits, 1)?.squeeze(2)?);
+            deltas.push(crate::head::to_keras_rows(&boxes, 4)?);
+            per_level.push((logits, boxes));
         }
         Ok(TorchvisionOutputs {
             objectness: Tensor::cat(&objectness, 1)?,
             deltas: Tensor::cat(&deltas, 1)?,
             pyramid,
+            per_level,
         })
     }
 }
