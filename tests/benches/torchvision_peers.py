@@ -19,7 +19,7 @@ import torchvision
 from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
-from peers import median_ms  # noqa: E402
+from peers import median_ms, randomize_torch_model  # noqa: E402
 
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -28,18 +28,7 @@ os.makedirs(out_dir, exist_ok=True)
 H, W = 800, 1216
 
 model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
-with torch.no_grad():
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.dtype != torch.float32:
-            continue
-        if name.endswith("running_var"):
-            t.copy_(torch.rand_like(t) + 0.5)
-        elif name.endswith("running_mean") or name.endswith("bias"):
-            t.copy_(torch.randn_like(t) * 0.1)
-        elif t.dim() == 4:
-            t.copy_(torch.randn_like(t) * (2.0 / (t.shape[1] * t.shape[2] * t.shape[3])) ** 0.5)
-        else:
-            t.copy_(torch.rand_like(t) * 0.3 + 0.2)
+randomize_torch_model(model)
 
 rng = np.random.default_rng(3)
 y, x = np.mgrid[0:H, 0:W]

@@ -146,6 +146,25 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rtol: f32, ato
     }
 }
 
+/// A fixture array as a CPU tensor of its shape.
+pub fn tensor(a: &Array<f32>) -> candle_core::Tensor {
+    candle_core::Tensor::from_vec(a.data.clone(), a.shape.as_slice(), &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("fixture array {:?}: {e}", a.shape))
+}
+
+/// Max |ours − theirs| ≤ `rel` · max |theirs| (a network output against the peer's, relative to
+/// the output's scale), with the same shape.
+pub fn assert_scaled(what: &str, ours: &candle_core::Tensor, theirs: &Array<f32>, rel: f32) {
+    assert_eq!(ours.dims(), theirs.shape.as_slice(), "{what} shape");
+    let ours = ours
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let scale = theirs.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = ours.iter().zip(&theirs.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= rel * scale, "{what}: max diff {worst}, scale {scale}");
+}
+
 /// Flattens boxes to `[x1, y1, x2, y2, …]`.
 pub fn flat_xyxy(boxes: &[Bbox]) -> Vec<f32> {
     boxes.iter().flat_map(|b| b.to_xyxy()).collect()

@@ -17,20 +17,7 @@ use rpn::{Proposer, ProposerOptions};
 use rpn_anchors::{Bbox, ImageSize};
 use rpn_keras::{port, PortOptions};
 use rpn_model::{crop_and_resize, pyramid_roi_align, KerasLayout, MatterportConfig, MatterportRpn};
-use rpn_tests::{fixtures_dir, hashed, Array, Fixture};
-
-fn tensor(a: &Array<f32>) -> Tensor {
-    Tensor::from_vec(a.data.clone(), a.shape.as_slice(), &Device::Cpu).unwrap()
-}
-
-/// Max |ours − theirs| ≤ `rel` · max |theirs|.
-fn assert_scaled(what: &str, ours: &Tensor, theirs: &Array<f32>, rel: f32) {
-    assert_eq!(ours.dims(), theirs.shape.as_slice(), "{what} shape");
-    let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = theirs.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = ours.iter().zip(&theirs.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst <= rel * scale, "{what}: max diff {worst}, scale {scale}");
-}
+use rpn_tests::{assert_scaled, fixtures_dir, hashed, tensor, Fixture};
 
 fn hashed_resnet50() -> MatterportRpn {
     let varmap = hashed::matterport_resnet50();

@@ -10,11 +10,11 @@
 // Test helpers unwrap: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used)]
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rpn_anchors::{AnchorConfig, FeatureShape, ImageSize};
 use rpn_model::{Model, Network, TorchvisionConfig};
 use rpn_proposals::{generate_proposals, Objectness, ProposalConfig};
-use rpn_tests::{fixtures_dir, Array, Fixture};
+use rpn_tests::{assert_scaled, fixtures_dir, tensor, Fixture};
 
 /// The fixture's network: torchvision's graph at 1/8 of the widths, 16 FPN channels.
 fn narrow() -> Network {
@@ -23,19 +23,6 @@ fn narrow() -> Network {
         fpn_channels: 16,
         ..TorchvisionConfig::resnet50_fpn()
     })
-}
-
-fn tensor(a: &Array<f32>) -> Tensor {
-    Tensor::from_vec(a.data.clone(), a.shape.as_slice(), &Device::Cpu).unwrap()
-}
-
-/// Max |ours − theirs| ≤ `rel` · max |theirs|.
-fn assert_scaled(what: &str, ours: &Tensor, theirs: &Array<f32>, rel: f32) {
-    assert_eq!(ours.dims(), theirs.shape.as_slice(), "{what} shape");
-    let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = theirs.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = ours.iter().zip(&theirs.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst <= rel * scale, "{what}: max diff {worst}, scale {scale}");
 }
 
 fn ported_model() -> (Model, Vec<String>) {

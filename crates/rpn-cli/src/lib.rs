@@ -748,12 +748,15 @@ const VGG16_BYTES_PER_PIXEL: u64 = 1_200;
 /// map, four copies of it (input, the 512-channel shared conv, its activation, the outputs).
 fn forward_bytes(arch: &Architecture, dims: &[usize]) -> u64 {
     let elements = dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
-    let [b, h, w, _] = dims else { return u64::MAX };
-    let pixels = (*b as u64).saturating_mul(*h as u64).saturating_mul(*w as u64);
+    let [b, h, w, _] = *dims else { return u64::MAX };
+    let (Ok(height), Ok(width)) = (u32::try_from(h), u32::try_from(w)) else { return u64::MAX };
+    let input = rpn_anchors::ImageSize { height, width };
     match (&arch.network, arch.rpn()) {
         (rpn_model::Network::Seed002Head { .. }, _) => elements.saturating_mul(16),
-        (_, Some(rpn)) => pixels.saturating_mul(rpn.bytes_per_input_pixel),
-        (_, None) => pixels.saturating_mul(VGG16_BYTES_PER_PIXEL),
+        (_, Some(rpn)) => rpn.forward_bytes(input, b),
+        (_, None) => (u64::from(height) * u64::from(width))
+            .saturating_mul(VGG16_BYTES_PER_PIXEL)
+            .saturating_mul(b as u64),
     }
 }
 

@@ -182,16 +182,8 @@ struct RunSettings {
 impl RunFlags {
     /// The settings of a fresh run: given flags, else seed 001's recipe.
     fn fresh(&self, steps: usize) -> Result<RunSettings, CliError> {
-        let base = TrainConfig::default();
-        let config = TrainConfig {
-            lr: self.lr.unwrap_or(base.lr),
-            momentum: self.momentum.unwrap_or(base.momentum),
-            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
-            batch_size: self.batch_size.unwrap_or(base.batch_size),
-            seed: self.seed.unwrap_or(base.seed),
-            clip_grad_norm: self.clip_grad_norm.or(base.clip_grad_norm),
-            schedule: self.schedule.unwrap_or(ScheduleArg::Constant).resolve(steps),
-        };
+        let schedule = self.schedule.unwrap_or(ScheduleArg::Constant).resolve(steps);
+        let config = self.over(TrainConfig::default(), schedule);
         let arch = match &self.arch {
             Some(a) => a.clone(),
             None => "seed001".parse().map_err(rpn::Error::from)?,
@@ -202,6 +194,19 @@ impl RunFlags {
             config,
             image_size: self.image_size.unwrap_or(DEFAULT_SIDE),
         })
+    }
+
+    /// The given flags laid over `base`, with `schedule` already resolved.
+    fn over(&self, base: TrainConfig, schedule: LrSchedule) -> TrainConfig {
+        TrainConfig {
+            lr: self.lr.unwrap_or(base.lr),
+            momentum: self.momentum.unwrap_or(base.momentum),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            batch_size: self.batch_size.unwrap_or(base.batch_size),
+            seed: self.seed.unwrap_or(base.seed),
+            clip_grad_norm: self.clip_grad_norm.or(base.clip_grad_norm),
+            schedule,
+        }
     }
 
     /// The settings of a resumed run: given flags, else the checkpoint's values; and one line
@@ -237,15 +242,7 @@ impl RunFlags {
         let schedule = self.schedule.map(|s| s.resolve(steps));
         pick("--schedule", schedule.map(|s| format!("{s:?}")), format!("{:?}", c.schedule));
         pick("--image-size", self.image_size.map(|v| v.to_string()), info.image_size.to_string());
-        let config = TrainConfig {
-            lr: self.lr.unwrap_or(c.lr),
-            momentum: self.momentum.unwrap_or(c.momentum),
-            weight_decay: self.weight_decay.unwrap_or(c.weight_decay),
-            batch_size: self.batch_size.unwrap_or(c.batch_size),
-            seed: self.seed.unwrap_or(c.seed),
-            clip_grad_norm: self.clip_grad_norm.or(c.clip_grad_norm),
-            schedule: schedule.unwrap_or(c.schedule),
-        };
+        let config = self.over(c, schedule.unwrap_or(c.schedule));
         let arch = match &self.arch {
             Some(a) => a.clone(),
             None => info.arch.parse().map_err(rpn::Error::from)?,

@@ -67,7 +67,7 @@ pub use proposer::{
 };
 pub use shapes::{Shape, ShapeKind, ShapesDataset, ShapesImage};
 pub use torchvision::{
-    torchvision_padded, torchvision_resized_size, torchvision_to_original, torchvision_transform,
-    IMAGENET_MEAN, IMAGENET_STD,
+    torchvision_padded, torchvision_resized_size, torchvision_transform, IMAGENET_MEAN,
+    IMAGENET_STD,
 };
 pub use train::{CheckpointInfo, LrSchedule, SgdMomentum, StepLosses, TrainConfig, Trainer};

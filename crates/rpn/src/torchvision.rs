@@ -9,7 +9,7 @@
 //! `max((in / out) · (i + ½) − ½, 0)` in `f32`; the two taps along x are blended first, then
 //! the two rows, so values agree with torchvision to rounding.
 
-use rpn_anchors::{Bbox, ImageSize};
+use rpn_anchors::ImageSize;
 
 use crate::Error;
 
@@ -89,13 +89,6 @@ fn bilinear_hwc(src: &[f32], from: ImageSize, to: ImageSize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// `resize_boxes`: a box on the resized image → the original image (ratios as `f32`).
-pub fn torchvision_to_original(b: &Bbox, resized: ImageSize, original: ImageSize) -> Bbox {
-    let rw = original.width as f32 / resized.width as f32;
-    let rh = original.height as f32 / resized.height as f32;
-    Bbox::new(b.x1 * rw, b.y1 * rh, b.x2 * rw, b.y2 * rh)
 }
 
 #[cfg(test)]
