@@ -73,6 +73,19 @@ impl Fixture {
         (view.data().to_vec(), view.shape().to_vec())
     }
 
+    /// The names of the tensors starting with `prefix`, sorted.
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .tensors()
+            .names()
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// An `f32` tensor.
     pub fn f32(&self, key: &str) -> Array<f32> {
         let (bytes, shape) = self.raw(key, Dtype::F32);

@@ -586,3 +586,98 @@ fn torchvision_checkpoints_inspect_port_propose_and_forward() {
         "{report}"
     );
 }
+
+/// `rpn train --arch matterport-resnet50` (narrow, from scratch), fine-tuned heads-only from its
+/// weights with `--init`, evaluated; the usage errors of the Matterport-only flags.
+#[test]
+fn matterport_train_init_heads_and_eval_from_the_command_line() {
+    let dir = scratch_dir("cli-matterport-train");
+    let (scratch_run, heads_run) = (dir.join("scratch"), dir.join("heads"));
+    let common = ["train", "--arch", "matterport-resnet50", "--width", "4", "--image-size", "64"];
+    let report = rpn(&[
+        &common[..],
+        &["--steps", "2", "--batch-size", "2", "--border", "ignore", "--flip"],
+        &["-o", scratch_run.to_str().unwrap()],
+    ]
+    .concat())
+    .unwrap();
+    assert!(report.contains("BatchNorm frozen"), "{report}");
+    let csv = std::fs::read_to_string(scratch_run.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "a header and a row per step:\n{csv}");
+    assert!(scratch_run.join("loss.png").is_file());
+    let first = scratch_run.join("final.safetensors");
+    let first_tensors = rpn::read_safetensors(&first, &Device::Cpu).unwrap().0;
+    // The names `port-keras` writes, so fine-tuned files load wherever ported ones do.
+    for name in [
+        "conv1.weight",
+        "bn_conv1.running_var",
+        "res5c_branch2c.weight",
+        "fpn_p2.weight",
+        "rpn_conv_shared.weight",
+        "rpn_bbox_pred.bias",
+    ] {
+        assert!(first_tensors.contains_key(name), "final.safetensors lacks {name}");
+    }
+
+    rpn(&[
+        &common[..],
+        &["--steps", "2", "--batch-size", "2", "--layers", "heads", "--seed", "5"],
+        &["--init", first.to_str().unwrap(), "-o", heads_run.to_str().unwrap()],
+    ]
+    .concat())
+    .unwrap();
+    let tuned =
+        rpn::read_safetensors(&heads_run.join("final.safetensors"), &Device::Cpu).unwrap().0;
+    for (name, before) in &first_tensors {
+        let same = before.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == tuned[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let head = name.starts_with("rpn_") || name.starts_with("fpn_");
+        assert!(same != head, "{name}: heads-only training must change exactly rpn_*/fpn_*");
+    }
+
+    let json = rpn(&[
+        "eval",
+        "--arch",
+        "matterport-resnet50",
+        "--weights",
+        heads_run.join("final.safetensors").to_str().unwrap(),
+        "--image-size",
+        "64",
+        "--images",
+        "4",
+        "--json",
+    ])
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(value["recall_iou0.5_top100"].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r)));
+
+    for (args, needle) in [
+        (&["train", "--arch", "seed001", "--width", "4"][..], "only the Matterport networks"),
+        (&["train", "--arch", "seed001", "--layers", "heads"][..], "layer selections"),
+        (
+            &["train", "--arch", "matterport-resnet50", "--layers", "6+"][..],
+            "unknown layer selection",
+        ),
+        (&["train", "--arch", "matterport-resnet50", "--border", "sideways"][..], "keep or ignore"),
+        (
+            &["train", "--arch", "matterport-resnet50", "--image-size", "96"][..],
+            "multiple of its stride 64",
+        ),
+    ] {
+        let out = dir.join("refused");
+        let err =
+            rpn(&[args, &["--steps", "1", "-o", out.to_str().unwrap()]].concat()).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?}: a usage error creates nothing");
+    }
+    // Initial weights that are not a weights file: one error naming it, before any step.
+    let out = dir.join("bad-init");
+    let err =
+        rpn(&[&common[..], &["--steps", "1", "--init", "/dev/zero", "-o", out.to_str().unwrap()]]
+            .concat())
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("/dev/zero"), "{err}");
+    assert!(!out.join("loss.csv").exists() && !out.join("final.safetensors").exists());
+}

@@ -1,18 +1,26 @@
 //! Seed 001's recipe: the loss falls, a seed fixes everything, checkpoints resume exactly,
 //! gradient clipping bounds the update, COCO directories train and evaluate, and errors name
-//! the bad file or value.
+//! the bad file or value. Matterport's recipe: losses and two SGD steps equal Matterport's own
+//! training graph (tests/fixtures/gen_matterport_train.py), frozen layers and BatchNorm
+//! statistics stay bit for bit, narrow runs resume exactly, flips and square fitting move the
+//! boxes with the pixels.
 
 // Test helpers unwrap: a panic is how a test reports failure.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
 use rpn::{
-    CocoDirectory, Dataset, Error, LrSchedule, ShapesDataset, ShapesSource, TrainConfig, Trainer,
+    Architecture, CocoDirectory, Dataset, Error, Fit, Layers, LrSchedule, ShapesDataset,
+    ShapesSource, TrainBatch, TrainConfig, Trainer,
 };
 use rpn_anchors::ImageSize;
+use rpn_model::{MatterportConfig, MatterportRpn, Network};
 use rpn_targets::seeded_rng;
-use rpn_tests::scratch_dir;
+use rpn_tests::{hashed, scratch_dir, Fixture};
 
 fn small(seed: u64) -> TrainConfig {
     TrainConfig { batch_size: 2, seed, ..TrainConfig::default() }
@@ -105,7 +113,7 @@ fn bad_hyper_parameters_are_rejected_by_name() {
     }
     let err =
         Trainer::new(&arch("seed002"), small(0), Box::new(ShapesSource::train(0))).unwrap_err();
-    assert!(err.to_string().contains("seed000 and seed001"), "{err}");
+    assert!(err.to_string().contains("seed000, seed001 and the Matterport"), "{err}");
 }
 
 /// Writes `n` shapes images at 128×96 (so loading must resize) with COCO `[x, y, w, h]` boxes.
@@ -234,4 +242,254 @@ fn a_proposer_is_a_snapshot_of_the_weights() {
 
 fn arch(name: &str) -> rpn::Architecture {
     name.parse().unwrap()
+}
+
+trait FlipOrder {
+    fn flip_order(self) -> Tensor;
+}
+
+impl FlipOrder for Tensor {
+    /// `[n−1, …, 0]` of a `[n]` index tensor.
+    fn flip_order(self) -> Tensor {
+        let mut v = self.to_vec1::<u32>().unwrap();
+        v.reverse();
+        Tensor::new(v, &Device::Cpu).unwrap()
+    }
+}
+
+/// `matterport-resnet50` at a reduced width (same graph and names).
+fn narrow_matterport(width: usize, pyramid_channels: usize, rpn_channels: usize) -> Architecture {
+    let mut arch = arch("matterport-resnet50");
+    arch.network = Network::Matterport(MatterportConfig {
+        width,
+        pyramid_channels,
+        rpn_channels,
+        ..MatterportConfig::resnet50()
+    });
+    arch
+}
+
+fn shapes_at(side: usize, seed: u64) -> Box<ShapesSource> {
+    let mut shapes = ShapesSource::train(seed);
+    shapes.shapes.side = side;
+    Box::new(shapes)
+}
+
+fn tensors_of(trainer: &Trainer) -> BTreeMap<String, Vec<f32>> {
+    weights_of(trainer).into_iter().collect()
+}
+
+/// Golden: tests/fixtures/gen_matterport_train.py builds Matterport's training graph from the
+/// installed mrcnn (frozen-BN blocks, FPN, `build_rpn_model`, `rpn_class_loss_graph`,
+/// `rpn_bbox_loss_graph`, `compile`'s L2 loss, `set_trainable` with `train`'s "4+" regex) and
+/// runs two steps of tf-keras' `SGD(0.001, momentum=0.9, clipnorm=5.0)` on
+/// `build_rpn_targets`' targets.
+#[test]
+fn matterport_recipe_matches_matterports_training_graph() {
+    let fx = Fixture::load("matterport_train.safetensors");
+    let arch = narrow_matterport(8, 32, 512);
+    let config = TrainConfig { layers: Layers::From4, ..TrainConfig::matterport() };
+    let mut trainer = Trainer::new(&arch, config, shapes_at(128, 0)).unwrap();
+    let Network::Matterport(net) = arch.network else { unreachable!() };
+    let (convs, bns) = MatterportRpn::keras_layer_names(&net);
+    hashed::set_weights(&trainer.varmap, &convs, &bns);
+    let before = tensors_of(&trainer);
+    assert_eq!(
+        trainer.trained_tensors().count() as i64,
+        fx.i64("trainable_count").data[0],
+        "the same tensors learn as under Keras' set_trainable"
+    );
+
+    let rpn_match = fx.i64("rpn_match");
+    let batch = TrainBatch {
+        images: hashed::tensor(&[2, 128, 128, 3], 91, 200.0),
+        rpn_match: Tensor::from_vec(rpn_match.data, rpn_match.shape.as_slice(), &Device::Cpu)
+            .unwrap(),
+        rpn_bbox: rpn_tests::tensor(&fx.f32("rpn_bbox")),
+    };
+    for step in 1..=2 {
+        let ours = trainer.step_on(&batch).unwrap();
+        let keras = fx.f32(&format!("loss_step{step}")).data;
+        rpn_tests::assert_close(
+            &format!("step {step} losses (objectness, box)"),
+            &[ours.objectness, ours.box_regression],
+            &keras,
+            1e-5,
+            0.0,
+        );
+    }
+    let after = tensors_of(&trainer);
+    for name in ["res3a_branch2a.weight", "res3a_branch2a.bias", "conv1.weight", "bn_conv1.weight"]
+    {
+        assert_eq!(after[name], before[name], "{name} is frozen under 4+");
+    }
+    for (name, values) in &after {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            assert_eq!(values, &before[name], "{name}: frozen BatchNorm statistics");
+        }
+    }
+    let mut checked = 0;
+    for key in fx.keys_with_prefix("after/") {
+        let name = key.trim_start_matches("after/");
+        let keras = fx.f32(&key).data;
+        let (ours, start) = (&after[name], &before[name]);
+        let scale = keras.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = ours.iter().zip(&keras).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-5 * scale, "{name}: max diff {worst} at scale {scale}");
+        // The update itself (after − before), which is ~1000× smaller than the weights.
+        let update: Vec<f32> = keras.iter().zip(start).map(|(k, s)| k - s).collect();
+        let ours_update: Vec<f32> = ours.iter().zip(start).map(|(o, s)| o - s).collect();
+        let update_scale = update.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let update_worst =
+            ours_update.iter().zip(&update).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(
+            update_worst <= 2e-3 * update_scale.max(1e-12),
+            "{name}: update differs by {update_worst} at scale {update_scale}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "the fixture names the tensors it checks ({checked})");
+}
+
+#[test]
+fn matterport_heads_change_nothing_outside_rpn_and_fpn_and_resume_exactly() {
+    let dir = scratch_dir("matterport-heads");
+    let arch = narrow_matterport(4, 16, 32);
+    let config =
+        TrainConfig { layers: Layers::Heads, batch_size: 2, seed: 4, ..TrainConfig::matterport() };
+    let mut straight = Trainer::new(&arch, config, shapes_at(64, 4)).unwrap();
+    assert!(straight.batch_norm_frozen());
+    assert!(straight.trained_tensors().all(|n| n.starts_with("rpn_") || n.starts_with("fpn_")));
+    let before = tensors_of(&straight);
+    let uninterrupted: Vec<f32> = (0..3).map(|_| straight.step().unwrap().total()).collect();
+    let after = tensors_of(&straight);
+    for (name, values) in &after {
+        let head = name.starts_with("rpn_") || name.starts_with("fpn_");
+        if head {
+            assert_ne!(values, &before[name], "{name} learns under heads");
+        } else {
+            assert_eq!(values, &before[name], "{name} must not change by a single bit");
+        }
+    }
+    // A narrow run checkpoints and resumes under the architecture's name, exactly.
+    let mut first = Trainer::new(&arch, config, shapes_at(64, 4)).unwrap();
+    first.step().unwrap();
+    let checkpoint = dir.join("checkpoint.safetensors");
+    first.save_checkpoint(&checkpoint).unwrap();
+    let mut resumed = Trainer::resume(&checkpoint, shapes_at(64, 4)).unwrap();
+    assert_eq!(resumed.config().layers, Layers::Heads);
+    let rest: Vec<f32> = (0..2).map(|_| resumed.step().unwrap().total()).collect();
+    assert_eq!(rest, uninterrupted[1..], "resumed losses continue bit for bit");
+    assert_eq!(tensors_of(&resumed), after);
+    // Its final weights load wherever ported ones do.
+    let weights = dir.join("final.safetensors");
+    resumed.save_weights(&weights).unwrap();
+    let proposer =
+        rpn::Proposer::load(&"matterport-resnet50".parse().unwrap(), &weights, Default::default())
+            .unwrap();
+    let image = ShapesSource::held_out(4).get(0).unwrap();
+    assert!(!proposer.propose_pixels(&image.pixels, 1, image.size).unwrap()[0]
+        .proposals
+        .is_empty());
+    let err = resumed.recompute_bn_statistics(1).unwrap_err();
+    assert!(err.to_string().contains("frozen"), "{err}");
+}
+
+#[test]
+fn matterport_loss_falls_from_scratch() {
+    let arch = narrow_matterport(4, 16, 32);
+    let config = TrainConfig { batch_size: 4, seed: 1, ..TrainConfig::matterport() };
+    let mut trainer = Trainer::new(&arch, config, shapes_at(64, 1)).unwrap();
+    let losses: Vec<f32> = (0..12).map(|_| trainer.step().unwrap().total()).collect();
+    let first = losses[..3].iter().sum::<f32>() / 3.0;
+    let last = losses[9..].iter().sum::<f32>() / 3.0;
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(last < 0.7 * first, "loss should fall by 30 % within 12 steps: {losses:?}");
+}
+
+#[test]
+fn init_weights_load_by_name_and_shape() {
+    let dir = scratch_dir("matterport-init");
+    let arch = narrow_matterport(4, 16, 32);
+    let config = TrainConfig { layers: Layers::Heads, ..TrainConfig::matterport() };
+    let mut source =
+        Trainer::new(&arch, TrainConfig { seed: 9, ..config }, shapes_at(64, 0)).unwrap();
+    source.step().unwrap();
+    let weights = dir.join("init.safetensors");
+    source.save_weights(&weights).unwrap();
+    let mut trainer = Trainer::new(&arch, config, shapes_at(64, 0)).unwrap();
+    trainer.load_initial_weights(&weights).unwrap();
+    assert_eq!(tensors_of(&trainer), tensors_of(&source));
+    // Another width does not fit: the error names the tensor and both shapes.
+    let other = Trainer::new(&narrow_matterport(8, 16, 32), config, shapes_at(64, 0));
+    let err = other.unwrap().load_initial_weights(&weights).unwrap_err();
+    let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(chain.contains("conv1") && chain.contains("init.safetensors"), "{chain}");
+    trainer.step().unwrap();
+    let err = trainer.load_initial_weights(&weights).unwrap_err().to_string();
+    assert!(err.contains("before the first step"), "{err}");
+}
+
+#[test]
+fn flips_and_square_fitting_move_boxes_with_pixels() {
+    let arch = narrow_matterport(4, 16, 32);
+    let config = TrainConfig { batch_size: 8, ..TrainConfig::matterport() };
+    let mut plain = Trainer::new(&arch, config, shapes_at(64, 0)).unwrap();
+    let mut flipped =
+        Trainer::new(&arch, TrainConfig { flip: true, ..config }, shapes_at(64, 0)).unwrap();
+    let (a, b) = (plain.batch(0).unwrap(), flipped.batch(0).unwrap());
+    let (mut same, mut mirrored) = (0, 0);
+    for i in 0..8 {
+        let (x, y) = (a.images.get(i).unwrap(), b.images.get(i).unwrap());
+        let reversed = Tensor::arange(0u32, 64, &Device::Cpu).unwrap().flip_order();
+        let mirror = x.index_select(&reversed, 1).unwrap();
+        let eq = |p: &Tensor, q: &Tensor| {
+            p.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == q.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        if eq(&x, &y) {
+            same += 1;
+        } else {
+            assert!(eq(&mirror, &y), "image {i} is neither itself nor its mirror");
+            mirrored += 1;
+            // The targets follow: as many positives as before (anchors are symmetric).
+            let positives = |t: &TrainBatch| {
+                t.rpn_match
+                    .get(i)
+                    .unwrap()
+                    .to_vec1::<i64>()
+                    .unwrap()
+                    .iter()
+                    .filter(|&&v| v == 1)
+                    .count()
+            };
+            assert_eq!(positives(&a), positives(&b), "image {i}");
+        }
+    }
+    assert!(same > 0 && mirrored > 0, "{same} kept, {mirrored} flipped");
+
+    // Matterport square fitting: a 128×96 image into 128² keeps its scale and pads 16 rows
+    // above and below; boxes move down by 16.
+    let dir = scratch_dir("coco-square");
+    let originals = write_coco_dir(&dir, 2);
+    let size = ImageSize::new(128, 128).unwrap();
+    let coco = CocoDirectory::open(&dir, size)
+        .unwrap()
+        .with_fit(Fit::MatterportSquare { min_dim: 800 })
+        .unwrap();
+    assert!(coco.describe().contains("Matterport square"), "{}", coco.describe());
+    let sample = coco.get(0).unwrap();
+    for (a, b) in sample.boxes.iter().zip(&originals[0].boxes) {
+        let expected = [b.x1 * 2.0, b.y1 * 1.5 + 16.0, b.x2 * 2.0, b.y2 * 1.5 + 16.0];
+        rpn_tests::assert_close("square box", &a.to_xyxy(), &expected, 0.0, 1e-3);
+    }
+    assert!(sample.pixels[..128 * 16 * 3].iter().all(|&v| v == 0.0), "zero padding on top");
+    let err = CocoDirectory::open(&dir, ImageSize::new(128, 64).unwrap())
+        .unwrap()
+        .with_fit(Fit::MatterportSquare { min_dim: 800 })
+        .unwrap_err();
+    assert!(err.to_string().contains("128×64"), "{err}");
 }

@@ -32,9 +32,12 @@ fn draw_err(path: &Path, e: impl std::fmt::Display) -> CliError {
     CliError::Draw { path: path.to_path_buf(), message: e.to_string() }
 }
 
-/// `loss.png`: total, objectness and box losses per step, into `out` (not committed).
+/// `loss.png`: total, objectness and box losses per step of `batch` images, under `title`, into
+/// `out` (not committed).
 pub(crate) fn loss_curve(
     history: &[(usize, StepLosses)],
+    title: &str,
+    batch: usize,
     out: &AtomicFile,
 ) -> Result<(), CliError> {
     register();
@@ -45,7 +48,7 @@ pub(crate) fn loss_curve(
     let last_step = history.last().map_or(1, |h| h.0).max(1) as f32;
     let y_max = history.iter().map(|h| h.1.total()).fold(0.1f32, f32::max) * 1.05;
     let mut chart = ChartBuilder::on(&root)
-        .caption("seed 001 on synthetic shapes: training loss", (FONT, 24))
+        .caption(title, (FONT, 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(60)
@@ -53,14 +56,14 @@ pub(crate) fn loss_curve(
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
-        .x_desc("step (batch of 20 images)")
+        .x_desc(format!("step (batch of {batch} images)"))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("loss")
         .label_style((FONT, 15))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| err(&e))?;
-    // Each step sees a new batch of 20, so the raw curve is noisy: draw it faint, and a moving
+    // Each step sees a new batch, so the raw curve is noisy: draw it faint, and a moving
     // average over `SMOOTHING` steps on top.
     let faint = RGBColor(30, 60, 200).mix(0.25);
     chart

@@ -193,12 +193,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Trains seed000/seed001 with seed 001's recipe; writes RUN_DIR/{loss.csv, checkpoint.safetensors, final.safetensors}.
+    /// Trains an RPN; writes RUN_DIR/{loss.csv, loss.png, checkpoint.safetensors, final.safetensors}.
+    ///
+    /// seed000/seed001 train with seed 001's recipe (SGD lr 5e-4, momentum 0.9, batches of 20,
+    /// BatchNorm in training mode); matterport-resnet50/101 with Matterport's (SGD lr 1e-3,
+    /// momentum 0.9, L2 1e-4 on all but BatchNorm γ/β, clipnorm 5, batches of 2, BatchNorm
+    /// frozen), from --init weights or from scratch.
     ///
     /// With --resume, flags left out take the checkpoint's values; a flag given with another
     /// value than the checkpoint's is refused unless --override says to continue with it.
     Train {
-        /// seed000 or seed001 [default: seed001].
+        /// seed000, seed001, matterport-resnet50 or matterport-resnet101 [default: seed001].
         #[arg(long)]
         arch: Option<Architecture>,
         /// `shapes` (generated from --seed) or a directory with annotations.json (COCO boxes)
@@ -208,22 +213,23 @@ enum Command {
         /// Total steps (a resumed run continues up to this step).
         #[arg(long, allow_negative_numbers = true, value_parser = flags::count)]
         steps: usize,
-        /// Images per step [default: 20].
+        /// Images per step [default: 20; Matterport 2].
         #[arg(long, allow_negative_numbers = true, value_parser = flags::count)]
         batch_size: Option<usize>,
         /// Seed of the weights, the image order and the anchor sampling [default: 0].
         #[arg(long)]
         seed: Option<u64>,
-        /// Learning rate, finite and > 0 [default: 0.0005, seed 001's].
+        /// Learning rate, finite and > 0 [default: 0.0005, seed 001's; Matterport 0.001].
         #[arg(long, allow_negative_numbers = true, value_parser = flags::positive)]
         lr: Option<f64>,
         /// SGD momentum in [0, 1) [default: 0.9, seed 001's].
         #[arg(long, allow_negative_numbers = true, value_parser = flags::momentum)]
         momentum: Option<f64>,
-        /// L2 weight decay ≥ 0 [default: 0].
+        /// L2 weight decay ≥ 0 [default: 0; Matterport 0.0001, as its L2 loss].
         #[arg(long, allow_negative_numbers = true, value_parser = flags::non_negative)]
         weight_decay: Option<f64>,
-        /// Clip the gradients' global L2 norm to this (> 0).
+        /// Clip the gradients' L2 norm to this (> 0): the global norm for the seeds, each
+        /// tensor's for Matterport (Keras' clipnorm) [default: none; Matterport 5].
         #[arg(long, allow_negative_numbers = true, value_parser = flags::positive)]
         clip_grad_norm: Option<f64>,
         /// constant, step:EVERY:GAMMA (EVERY ≥ 1, GAMMA > 0) or cosine[:FLOOR] (FLOOR a share
@@ -231,7 +237,8 @@ enum Command {
         #[arg(long, value_parser = train::parse_schedule)]
         schedule: Option<train::ScheduleArg>,
         /// Side of the (square) training images, a multiple of the network's stride;
-        /// directory images are resized to it [default: 64].
+        /// directory images are resized to it (Matterport: aspect kept, padded, as its
+        /// `resize_image` square mode) [default: 64; Matterport 1024].
         #[arg(long, allow_negative_numbers = true, value_parser = flags::side)]
         image_size: Option<u32>,
         /// Write RUN_DIR/checkpoint.safetensors every this many steps (and at the end; 0: only
@@ -249,13 +256,35 @@ enum Command {
         /// training batches (detectron2's PreciseBN; 0 keeps the training run's moving averages).
         #[arg(long, default_value_t = 10)]
         precise_bn: usize,
+        /// Matterport: the layers that learn, as `model.train(layers=…)`: heads (rpn_*, fpn_*),
+        /// 3+, 4+, 5+ (ResNet stage and up, and the heads) or all; the others stay bit for bit
+        /// [default: all].
+        #[arg(long)]
+        layers: Option<rpn::Layers>,
+        /// Start from these weights (`rpn port-keras`, or another run's final.safetensors)
+        /// instead of the seeded random initialisation.
+        #[arg(long, conflicts_with = "resume")]
+        init: Option<PathBuf>,
+        /// Anchors crossing the image border: `keep` (Matterport, torchvision) or `ignore`
+        /// (seed 004, py-faster-rcnn) [default: keep].
+        #[arg(long, value_parser = train::parse_border)]
+        border: Option<rpn::Border>,
+        /// Flip half of the training images left–right (Matterport's `augment`), drawn from
+        /// --seed.
+        #[arg(long)]
+        flip: bool,
+        /// Matterport: a narrower network with the same layer names, for CPU runs: stem width N
+        /// (Matterport: 64), FPN channels 4N, RPN head channels 8N [default: 64].
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::count, conflicts_with = "resume")]
+        width: Option<usize>,
         /// The run directory.
         #[arg(short, long)]
         output: PathBuf,
     },
     /// Proposal recall (IoU 0.5/0.7, top 10/100/1000) and AR@100/1000 of trained weights.
     Eval {
-        /// seed000 or seed001.
+        /// seed000, seed001, matterport-resnet50 or matterport-resnet101 (narrow `--width`
+        /// weights load as they are).
         #[arg(long, default_value = "seed001")]
         arch: Architecture,
         /// Weights (final.safetensors, a checkpoint, or a ported Keras file).
@@ -439,6 +468,11 @@ where
             resume,
             override_checkpoint,
             precise_bn,
+            layers,
+            init,
+            border,
+            flip,
+            width,
             output,
         } => {
             let args = train::TrainArgs {
@@ -453,7 +487,12 @@ where
                     clip_grad_norm,
                     schedule,
                     image_size,
+                    layers,
+                    border,
+                    flip: flip.then_some(true),
+                    width,
                 },
+                init,
                 steps,
                 output,
                 checkpoint_every,
@@ -483,7 +522,7 @@ where
                 .into());
             };
             train::check_side(&arch, "--image-size", image_size)?;
-            let data = train::dataset(&dataset, train::Split::HeldOut, seed, image_size)?;
+            let data = train::dataset(&dataset, train::Split::HeldOut, seed, image_size, &arch)?;
             let options = ProposerOptions {
                 device: device(d)?,
                 input_side: Some(data.image_size().height),

@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rpn::{
-    Architecture, CocoDirectory, Dataset, LrSchedule, Proposer, RecallReport, ShapesSource,
-    StepLosses, TrainConfig, Trainer,
+    Architecture, Border, CocoDirectory, Dataset, Fit, Layers, LrSchedule, Preprocessing, Proposer,
+    RecallReport, ShapesSource, StepLosses, TrainConfig, Trainer,
 };
 use rpn_anchors::ImageSize;
 use rpn_io::AtomicFile;
+use rpn_model::{MatterportConfig, Network};
 
 use crate::draw;
 use crate::CliError;
@@ -63,6 +64,22 @@ pub(crate) fn parse_schedule(s: &str) -> Result<ScheduleArg, String> {
     // The library's own check, so the flag and the API refuse the same things.
     schedule.resolve(1).validate().map_err(|e| format!("schedule `{s}`: {e}"))?;
     Ok(schedule)
+}
+
+/// `--border keep | ignore`.
+pub(crate) fn parse_border(s: &str) -> Result<Border, String> {
+    match s {
+        "keep" => Ok(Border::Keep),
+        "ignore" => Ok(Border::Ignore),
+        _ => Err(format!("unknown border policy `{s}` (expected keep or ignore)")),
+    }
+}
+
+fn border_name(border: Border) -> &'static str {
+    match border {
+        Border::Ignore => "ignore",
+        _ => "keep",
+    }
 }
 
 /// A schedule before the run length is known.
@@ -127,12 +144,14 @@ pub(crate) enum Split {
 }
 
 /// The images of `arg`: shapes from the `split` stream of `seed`, or a COCO directory (all of
-/// it in both splits), at `side × side`.
+/// it in both splits), at `side × side`; directory images fit the way `arch` molds its inputs
+/// (Matterport: aspect kept, centred, padded).
 pub(crate) fn dataset(
     arg: &DatasetArg,
     split: Split,
     seed: u64,
     side: u32,
+    arch: &Architecture,
 ) -> Result<Box<dyn Dataset>, CliError> {
     Ok(match arg {
         DatasetArg::Shapes => {
@@ -143,7 +162,15 @@ pub(crate) fn dataset(
             s.shapes.side = side as usize;
             Box::new(s)
         }
-        DatasetArg::Directory(dir) => Box::new(CocoDirectory::open(dir, square(side)?)?),
+        DatasetArg::Directory(dir) => {
+            let fit = match arch.rpn().map(|r| r.preprocessing) {
+                Some(Preprocessing::MatterportSquare { min_dim, .. }) => {
+                    Fit::MatterportSquare { min_dim }
+                }
+                _ => Fit::Stretch,
+            };
+            Box::new(CocoDirectory::open(dir, square(side)?)?.with_fit(fit)?)
+        }
     })
 }
 
@@ -169,6 +196,11 @@ pub(crate) struct RunFlags {
     pub(crate) clip_grad_norm: Option<f64>,
     pub(crate) schedule: Option<ScheduleArg>,
     pub(crate) image_size: Option<u32>,
+    pub(crate) layers: Option<Layers>,
+    pub(crate) border: Option<Border>,
+    pub(crate) flip: Option<bool>,
+    /// Matterport's stem width (fresh runs; a resumed run keeps its checkpoint's).
+    pub(crate) width: Option<usize>,
 }
 
 /// A run's settings once defaults (or the checkpoint's values) are filled in.
@@ -183,16 +215,46 @@ impl RunFlags {
     /// The settings of a fresh run: given flags, else seed 001's recipe.
     fn fresh(&self, steps: usize) -> Result<RunSettings, CliError> {
         let schedule = self.schedule.unwrap_or(ScheduleArg::Constant).resolve(steps);
-        let config = self.over(TrainConfig::default(), schedule);
-        let arch = match &self.arch {
+        let mut arch = match &self.arch {
             Some(a) => a.clone(),
             None => "seed001".parse().map_err(rpn::Error::from)?,
         };
+        let (recipe, default_side) = match (&arch.network, arch.rpn().map(|r| r.preprocessing)) {
+            (_, Some(Preprocessing::MatterportSquare { max_dim, .. })) => {
+                (TrainConfig::matterport(), max_dim)
+            }
+            _ => (TrainConfig::default(), DEFAULT_SIDE),
+        };
+        match (&arch.network, self.width) {
+            (_, None) => {}
+            (Network::Matterport(c), Some(width)) => {
+                arch.network = Network::Matterport(MatterportConfig {
+                    width,
+                    pyramid_channels: 4 * width,
+                    rpn_channels: 8 * width,
+                    ..*c
+                });
+            }
+            (_, Some(width)) => {
+                return Err(CliError::Usage(format!(
+                    "--width {width}: only the Matterport networks come in narrower widths, not {}",
+                    arch.name
+                )))
+            }
+        }
+        if self.layers.is_some_and(|l| l != Layers::All)
+            && !matches!(arch.network, Network::Matterport(_))
+        {
+            return Err(CliError::Usage(format!(
+                "--layers: layer selections follow Matterport's layer names; {} trains every layer",
+                arch.name
+            )));
+        }
         Ok(RunSettings {
+            config: self.over(recipe, schedule),
             arch,
             dataset: self.dataset.clone().unwrap_or(DatasetArg::Shapes),
-            config,
-            image_size: self.image_size.unwrap_or(DEFAULT_SIDE),
+            image_size: self.image_size.unwrap_or(default_side),
         })
     }
 
@@ -206,6 +268,10 @@ impl RunFlags {
             seed: self.seed.unwrap_or(base.seed),
             clip_grad_norm: self.clip_grad_norm.or(base.clip_grad_norm),
             schedule,
+            layers: self.layers.unwrap_or(base.layers),
+            border: self.border.unwrap_or(base.border),
+            flip: self.flip.unwrap_or(base.flip),
+            ..base
         }
     }
 
@@ -242,6 +308,13 @@ impl RunFlags {
         let schedule = self.schedule.map(|s| s.resolve(steps));
         pick("--schedule", schedule.map(|s| format!("{s:?}")), format!("{:?}", c.schedule));
         pick("--image-size", self.image_size.map(|v| v.to_string()), info.image_size.to_string());
+        pick("--layers", self.layers.map(|l| l.name().to_owned()), c.layers.name().to_owned());
+        pick(
+            "--border",
+            self.border.map(|b| border_name(b).to_owned()),
+            border_name(c.border).to_owned(),
+        );
+        pick("--flip", self.flip.map(|f| f.to_string()), c.flip.to_string());
         let config = self.over(c, schedule.unwrap_or(c.schedule));
         let arch = match &self.arch {
             Some(a) => a.clone(),
@@ -265,6 +338,8 @@ const DEFAULT_SIDE: u32 = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct TrainArgs {
     pub(crate) flags: RunFlags,
+    /// `--init`: weights to start a fresh run from.
+    pub(crate) init: Option<PathBuf>,
     pub(crate) steps: usize,
     pub(crate) output: PathBuf,
     pub(crate) checkpoint_every: usize,
@@ -363,8 +438,13 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
         settings.config.validate()?;
         // Flags first (a usage error creates nothing), then the directory, before any work.
         rpn_io::check_writable_dir(&args.output)?;
-        let dataset =
-            dataset(&settings.dataset, Split::Train, settings.config.seed, settings.image_size)?;
+        let dataset = dataset(
+            &settings.dataset,
+            Split::Train,
+            settings.config.seed,
+            settings.image_size,
+            &settings.arch,
+        )?;
         if dataset.describe() != info.dataset {
             changes.push(format!(
                 "--dataset: {} (the checkpoint was trained on {})",
@@ -394,9 +474,18 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
         settings.config.validate()?;
         // Flags first (a usage error creates nothing), then the directory, before any work.
         rpn_io::check_writable_dir(&args.output)?;
-        let dataset =
-            dataset(&settings.dataset, Split::Train, settings.config.seed, settings.image_size)?;
-        Trainer::new(&settings.arch, settings.config, dataset)?
+        let dataset = dataset(
+            &settings.dataset,
+            Split::Train,
+            settings.config.seed,
+            settings.image_size,
+            &settings.arch,
+        )?;
+        let mut trainer = Trainer::new(&settings.arch, settings.config, dataset)?;
+        if let Some(init) = &args.init {
+            trainer.load_initial_weights(init)?;
+        }
+        trainer
     };
     let mut history = if args.resume { read_history(&csv, trainer.steps_done())? } else { vec![] };
     let start_step = trainer.steps_done();
@@ -433,10 +522,15 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
     }
     progress.finish_and_clear();
     // After the last checkpoint, so that `--resume` continues the training run's statistics.
-    if args.precise_bn_batches > 0 {
+    if args.precise_bn_batches > 0 && !trainer.batch_norm_frozen() {
         trainer.recompute_bn_statistics(args.precise_bn_batches)?;
     }
+    let loss_png = AtomicFile::create(&args.output.join("loss.png"))?;
+    let title =
+        format!("{} on {}: training loss", trainer.arch().name, trainer.dataset().describe());
+    draw::loss_curve(&history, &title, trainer.config().batch_size, &loss_png)?;
     trainer.save_weights(&args.output.join("final.safetensors"))?;
+    loss_png.commit()?;
     let done = args.steps - start_step;
     let images_per_second = (done * batch) as f64 / started.elapsed().as_secs_f64().max(1e-9);
     Ok(TrainOutcome { trainer, history, images_per_second, changes: overridden })
@@ -446,6 +540,9 @@ pub(crate) fn train_report(args: &TrainArgs, outcome: &TrainOutcome) -> String {
     let first = outcome.history.first().map_or(f32::NAN, |h| h.1.total());
     let last = outcome.history.last().map_or(f32::NAN, |h| h.1.total());
     let bn = match args.precise_bn_batches {
+        _ if outcome.trainer.batch_norm_frozen() => {
+            "BatchNorm frozen (TRAIN_BN = False): statistics as they started".to_owned()
+        }
         0 => "BatchNorm moving averages as trained".to_owned(),
         n => format!("BatchNorm statistics recomputed over {n} batches"),
     };
@@ -455,7 +552,7 @@ pub(crate) fn train_report(args: &TrainArgs, outcome: &TrainOutcome) -> String {
     };
     format!(
         "trained {} on {} for {} steps of {} ({:.1} images/s): loss {first:.4} → {last:.4}\n\
-         wrote {}/final.safetensors ({bn}), checkpoint.safetensors, loss.csv{changes}",
+         wrote {}/final.safetensors ({bn}), checkpoint.safetensors, loss.csv, loss.png{changes}",
         outcome.trainer.arch().name,
         outcome.trainer.dataset().describe(),
         args.steps,
@@ -492,6 +589,7 @@ pub(crate) fn demo(
             seed: Some(seed),
             ..RunFlags::default()
         },
+        init: None,
         steps,
         output: output.to_path_buf(),
         checkpoint_every: 0,
@@ -510,10 +608,9 @@ pub(crate) fn demo(
     let held_out = ShapesSource::held_out(seed);
     let report = evaluate(&proposer, &held_out, images, 20)?;
 
-    // Every picture and the report are staged, then committed together.
-    let loss_png = AtomicFile::create(&output.join("loss.png"))?;
-    draw::loss_curve(&outcome.history, &loss_png)?;
-    let mut staged = vec![loss_png];
+    // Every picture and the report are staged, then committed together (`train` wrote
+    // loss.png with the weights).
+    let mut staged = Vec::new();
     let mut pictures = Vec::new();
     for i in 0..4 {
         let sample = held_out.get(i)?;

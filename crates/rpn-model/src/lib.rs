@@ -28,6 +28,7 @@ mod conv;
 mod head;
 mod matterport;
 mod network;
+mod pool;
 mod resnet;
 mod roi_align;
 mod torchvision;

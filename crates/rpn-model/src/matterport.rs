@@ -11,6 +11,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{batch_norm, ops, BatchNorm, BatchNormConfig, Conv2dConfig, VarBuilder};
 
 use crate::conv::{conv2d, Conv};
+use crate::pool::tf_same_max_pool_3x3_s2;
 use crate::KERAS_BN_EPS;
 
 /// ResNet depth: blocks in stage 4 (`resnet_graph(architecture=…)`).
@@ -148,16 +149,35 @@ impl Block {
     }
 }
 
-/// TF "same" max-pool 3×3 stride 2: pads `max((⌈n/2⌉ − 1)·2 + 3 − n, 0)` in total, the extra
-/// pixel at the bottom/right. The input is post-ReLU (≥ 0), so zero padding equals −∞ padding.
-fn tf_same_max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    let pad = |n: usize| {
-        let total = ((n.div_ceil(2)).saturating_sub(1) * 2 + 3).saturating_sub(n);
-        (total / 2, total - total / 2)
-    };
-    let (_, _, h, w) = x.dims4()?;
-    let ((top, bottom), (left, right)) = (pad(h), pad(w));
-    x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?.max_pool2d_with_stride(3, 2)
+/// `UpSampling2D(size=2)` (nearest) to `h × w`. An exact doubling is a broadcast and a reshape,
+/// whose gradient candle accumulates; candle 0.11's `upsample_nearest2d` backward *replaces* the
+/// gradient already accumulated for its input instead of adding to it, which loses the lateral
+/// P5's own share in the FPN (the fixture of tests/fixtures/gen_matterport_train.py caught it).
+fn upsample_nearest_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (b, c, h0, w0) = x.dims4()?;
+    if (h, w) != (2 * h0, 2 * w0) {
+        return x.upsample_nearest2d(h, w);
+    }
+    x.reshape((b, c, h0, 1, w0, 1))?
+        .broadcast_as((b, c, h0, 2, w0, 2))?
+        .contiguous()?
+        .reshape((b, c, h, w))
+}
+
+/// `MaxPooling2D(pool_size=1, strides=2)`: pixels `(2i, 2j)`. On even sides (always, for inputs
+/// that are multiples of 64) as a reshape and two narrows, which candle can differentiate (its
+/// max-pool backward needs the kernel to equal the stride).
+fn every_other_pixel(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if h % 2 != 0 || w % 2 != 0 {
+        return x.max_pool2d_with_stride(1, 2);
+    }
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((
+        b,
+        c,
+        h / 2,
+        w / 2,
+    ))
 }
 
 /// Everything the RPN computes for a batch.
@@ -317,7 +337,7 @@ impl MatterportRpn {
         let mut merged = vec![top.clone()];
         for l in (0..3).rev() {
             let (_, _, h, w) = c[l].dims4()?;
-            top = (top.upsample_nearest2d(h, w)? + self.lateral[l].forward(&c[l])?)?;
+            top = (upsample_nearest_to(&top, h, w)? + self.lateral[l].forward(&c[l])?)?;
             merged.push(top.clone());
         }
         merged.reverse(); // P2, P3, P4, P5 before the 3×3 convs
@@ -326,7 +346,7 @@ impl MatterportRpn {
             .zip(&self.output)
             .map(|(m, conv)| conv.forward(m))
             .collect::<Result<_>>()?;
-        let p6 = p[3].max_pool2d_with_stride(1, 2)?;
+        let p6 = every_other_pixel(&p[3])?;
         p.push(p6);
         Ok(p)
     }

@@ -149,6 +149,46 @@ impl Network {
         Ok(self.tensor_shapes()?.values().map(|s| s.iter().product::<usize>()).sum())
     }
 
+    /// The same network at the widths `tensors` have, where the architecture allows narrower
+    /// variants with the same layer names: Matterport's stem width (`conv1`), pyramid channels
+    /// (`fpn_c5p5`) and head channels (`rpn_conv_shared`), as `rpn train --width` writes them.
+    /// Anything else, or a tensor missing, leaves it unchanged (building then names the misfit).
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use candle_core::{DType, Device, Tensor};
+    /// use rpn_model::{MatterportConfig, Network};
+    ///
+    /// let zeros = |d: &[usize]| Tensor::zeros(d, DType::F32, &Device::Cpu).unwrap();
+    /// let tensors = HashMap::from([
+    ///     ("conv1.weight".to_owned(), zeros(&[8, 3, 7, 7])),
+    ///     ("fpn_c5p5.weight".to_owned(), zeros(&[32, 256, 1, 1])),
+    ///     ("rpn_conv_shared.weight".to_owned(), zeros(&[64, 32, 3, 3])),
+    /// ]);
+    /// let Network::Matterport(c) = Network::Matterport(MatterportConfig::resnet50()).fitted_to(&tensors)
+    /// else { unreachable!() };
+    /// assert_eq!((c.width, c.pyramid_channels, c.rpn_channels), (8, 32, 64));
+    /// ```
+    pub fn fitted_to(&self, tensors: &std::collections::HashMap<String, Tensor>) -> Self {
+        let Self::Matterport(config) = self else { return self.clone() };
+        let out_channels = |name: &str| tensors.get(name).and_then(|t| t.dims().first().copied());
+        match (
+            out_channels("conv1.weight"),
+            out_channels("fpn_c5p5.weight"),
+            out_channels("rpn_conv_shared.weight"),
+        ) {
+            (Some(width), Some(pyramid_channels), Some(rpn_channels)) => {
+                Self::Matterport(MatterportConfig {
+                    width,
+                    pyramid_channels,
+                    rpn_channels,
+                    ..*config
+                })
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// The network's total stride: input sides must be multiples of it (1 for seed 002's head,
     /// whose input is already a feature map).
     pub fn stride(&self) -> usize {

@@ -80,10 +80,9 @@ pub fn load_model(
     device: &Device,
 ) -> Result<(Model, HashMap<String, String>), Error> {
     let (tensors, metadata) = read(path, device)?;
-    let model = arch.network.build_from(tensors, device).map_err(|source| Error::Weights {
-        path: path.to_path_buf(),
-        arch: arch.name,
-        source: Box::new(source),
+    // Narrow Matterport weights (`rpn train --width`) load under the architecture's name.
+    let model = arch.network.fitted_to(&tensors).build_from(tensors, device).map_err(|source| {
+        Error::Weights { path: path.to_path_buf(), arch: arch.name, source: Box::new(source) }
     })?;
     Ok((model, metadata))
 }

@@ -29,8 +29,9 @@ pub struct Sample {
     pub crowd: Vec<Bbox>,
 }
 
-/// An indexed collection of same-sized samples.
-pub trait Dataset {
+/// An indexed collection of same-sized samples. `Send + Sync`: a trainer makes the next batch
+/// on another thread.
+pub trait Dataset: Send + Sync {
     /// The size of every sample.
     fn image_size(&self) -> ImageSize;
 
@@ -61,6 +62,8 @@ pub(crate) mod streams {
     pub(crate) const ANCHOR_SAMPLING: u64 = 3 << 48;
     /// The shuffle of epoch `e` of a finite data set.
     pub(crate) const EPOCH_ORDER: u64 = 4 << 48;
+    /// Whether the `k`-th training image is flipped (`TrainConfig::flip`).
+    pub(crate) const FLIP: u64 = 5 << 48;
 }
 
 /// Seed 001's shapes, image `i` drawn from its own random stream.
@@ -123,7 +126,23 @@ pub fn training_index(dataset: &dyn Dataset, seed: u64, k: usize) -> usize {
     order[position]
 }
 
-/// Images listed in a COCO-style `annotations.json`, resized (stretched) to one size.
+/// How a data-set image of any size becomes a sample of the data set's one size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Fit {
+    /// Resized to the size, whatever its aspect ratio (the seeds' square inputs).
+    #[default]
+    Stretch,
+    /// Matterport's `load_image_gt` geometry: `resize_image(mode="square", min_dim, max_dim)`
+    /// with `max_dim` the data set's (square) side: aspect ratio kept, centred, zero padding.
+    MatterportSquare {
+        /// `IMAGE_MIN_DIM` (capped at the side).
+        min_dim: u32,
+    },
+}
+
+/// Images listed in a COCO-style `annotations.json`, brought to one size ([`Fit`]; stretched
+/// unless [`CocoDirectory::with_fit`] says otherwise).
 ///
 /// Layout: `DIR/annotations.json` with `images: [{id, file_name, …}]` and
 /// `annotations: [{image_id, bbox: [x, y, w, h], iscrowd?}]` (COCO's top-left + size boxes, in
@@ -134,6 +153,7 @@ pub fn training_index(dataset: &dyn Dataset, seed: u64, k: usize) -> usize {
 pub struct CocoDirectory {
     dir: PathBuf,
     size: ImageSize,
+    fit: Fit,
     images: Vec<CocoImage>,
 }
 
@@ -214,7 +234,20 @@ impl CocoDirectory {
                 if a.iscrowd != 0 { &mut images[img].crowd } else { &mut images[img].boxes };
             target.push([x, y, x + w, y + h]);
         }
-        Ok(Self { dir, size, images })
+        Ok(Self { dir, size, fit: Fit::Stretch, images })
+    }
+
+    /// The same images brought to the size by `fit`. [`Fit::MatterportSquare`] needs a square
+    /// size.
+    pub fn with_fit(self, fit: Fit) -> Result<Self, Error> {
+        if matches!(fit, Fit::MatterportSquare { .. }) && self.size.height != self.size.width {
+            return Err(Error::invalid(
+                "size of a Matterport square data set",
+                format!("{}×{}", self.size.height, self.size.width),
+                "a square (IMAGE_MAX_DIM × IMAGE_MAX_DIM)",
+            ));
+        }
+        Ok(Self { fit, ..self })
     }
 }
 
@@ -236,22 +269,41 @@ impl Dataset for CocoDirectory {
             path: entry.path.clone(),
             message: format!("cannot decode the image: {e}"),
         })?;
-        let (w0, h0) = (decoded.width() as f32, decoded.height() as f32);
-        let (pixels, size) = resize_to_pixels(&decoded, self.size);
-        let (sx, sy) = (size.width as f32 / w0, size.height as f32 / h0);
-        let scale =
-            |b: &[f32; 4]| Bbox::new(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy).clip_to(size);
-        let keep = |b: &Bbox| b.width() > 0.0 && b.height() > 0.0;
-        Ok(Sample {
-            pixels,
-            size,
-            boxes: entry.boxes.iter().map(scale).filter(keep).collect(),
-            crowd: entry.crowd.iter().map(scale).filter(keep).collect(),
-        })
+        let size = self.size;
+        // Boxes follow the image; those left empty (outside, or degenerate) are dropped.
+        let placed = |list: &[[f32; 4]], place: &dyn Fn(Bbox) -> Bbox| -> Vec<Bbox> {
+            list.iter()
+                .map(|b| place(Bbox::new(b[0], b[1], b[2], b[3])).clip_to(size))
+                .filter(|b| b.width() > 0.0 && b.height() > 0.0)
+                .collect()
+        };
+        let (pixels, boxes, crowd) = match self.fit {
+            Fit::Stretch => {
+                let (w0, h0) = (decoded.width() as f32, decoded.height() as f32);
+                let (sx, sy) = (size.width as f32 / w0, size.height as f32 / h0);
+                let place = |b: Bbox| Bbox::new(b.x1 * sx, b.y1 * sy, b.x2 * sx, b.y2 * sy);
+                let pixels = resize_to_pixels(&decoded, size).0;
+                (pixels, placed(&entry.boxes, &place), placed(&entry.crowd, &place))
+            }
+            Fit::MatterportSquare { min_dim } => {
+                let square =
+                    crate::square_resize(&decoded, min_dim.min(size.height), size.height).map_err(
+                        |e| Error::Data { path: entry.path.clone(), message: e.to_string() },
+                    )?;
+                let pixels = square.rgb.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
+                let place = |b: Bbox| square.from_original(&b);
+                (pixels, placed(&entry.boxes, &place), placed(&entry.crowd, &place))
+            }
+        };
+        Ok(Sample { pixels, size, boxes, crowd })
     }
 
     fn describe(&self) -> String {
-        format!("COCO directory {} ({} images)", self.dir.display(), self.images.len())
+        let fit = match self.fit {
+            Fit::Stretch => String::new(),
+            Fit::MatterportSquare { min_dim } => format!(", Matterport square, min side {min_dim}"),
+        };
+        format!("COCO directory {} ({} images{fit})", self.dir.display(), self.images.len())
     }
 }
 

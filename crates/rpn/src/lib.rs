@@ -57,10 +57,12 @@ pub use checkpoint::{
     load_model, read as read_safetensors, read_metadata as read_safetensors_metadata,
     write_atomic as write_safetensors_atomic, SafetensorsContents,
 };
-pub use data::{resize_to_pixels, training_index, CocoDirectory, Dataset, Sample, ShapesSource};
+pub use data::{
+    resize_to_pixels, training_index, CocoDirectory, Dataset, Fit, Sample, ShapesSource,
+};
 pub use error::Error;
 pub use eval::{ar_thresholds, RecallAccumulator, RecallReport, TOP_KS};
-pub use matterport::{mold_square, MoldedImage, MEAN_PIXEL};
+pub use matterport::{mold_square, square_resize, MoldedImage, SquareImage, MEAN_PIXEL};
 pub use proposer::{
     memory_budget_from_env, parse_bytes, ImageProposal, ImageProposals, MatterportProposals,
     Molding, Proposer, ProposerOptions, DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, VGG_MEAN_BGR,
@@ -70,4 +72,7 @@ pub use torchvision::{
     torchvision_padded, torchvision_resized_size, torchvision_transform, IMAGENET_MEAN,
     IMAGENET_STD,
 };
-pub use train::{CheckpointInfo, LrSchedule, SgdMomentum, StepLosses, TrainConfig, Trainer};
+pub use train::{
+    Border, CheckpointInfo, GradientClip, Layers, LrSchedule, SgdMomentum, StepLosses, TrainBatch,
+    TrainConfig, Trainer, WeightDecay,
+};

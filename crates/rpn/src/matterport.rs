@@ -38,19 +38,45 @@ impl MoldedImage {
     }
 }
 
-/// Matterport's `resize_image(mode="square", min_dim, max_dim)` + `mold_image`:
+/// Matterport's `resize_image(mode="square", min_dim, max_dim)`, before molding: the 8-bit
+/// image resized and centred in a zero-padded `max_dim × max_dim` square.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SquareImage {
+    /// `max_dim²` RGB pixels; the padding is 0.
+    pub rgb: image::RgbImage,
+    /// The image inside the square, pixels.
+    pub window: Bbox,
+    /// Resize factor applied to the original.
+    pub scale: f32,
+    /// The original image's size.
+    pub original: ImageSize,
+}
+
+impl SquareImage {
+    /// A box of the original image → the square (scaled, shifted by the padding).
+    pub fn from_original(&self, b: &Bbox) -> Bbox {
+        let (left, top) = (self.window.x1, self.window.y1);
+        Bbox::new(
+            b.x1 * self.scale + left,
+            b.y1 * self.scale + top,
+            b.x2 * self.scale + left,
+            b.y2 * self.scale + top,
+        )
+    }
+}
+
+/// Matterport's `resize_image(mode="square", min_dim, max_dim)`:
 /// `scale = max(1, min_dim / min(h, w))` (never down-scales for `min_dim`), capped so that
 /// `round(max(h, w) · scale) ≤ max_dim`; bilinear resize to `(round(h·s), round(w·s))`; centred
-/// zero pad to `max_dim²` (`top = (max_dim − h) // 2`); subtract [`MEAN_PIXEL`].
+/// zero pad to `max_dim²` (`top = (max_dim − h) // 2`).
 ///
 /// The resize is the `image` crate's bilinear filter, not skimage's: pixel values differ slightly
-/// from Matterport's (not the geometry). For bit-level parity, mold in Python and pass the array
-/// (`rpn propose --input molded.npy`).
-pub fn mold_square(
+/// from Matterport's (not the geometry).
+pub fn square_resize(
     img: &image::DynamicImage,
     min_dim: u32,
     max_dim: u32,
-) -> Result<MoldedImage, Error> {
+) -> Result<SquareImage, Error> {
     let (w0, h0) = (img.width(), img.height());
     if w0 == 0 || h0 == 0 || max_dim == 0 {
         return Err(Error::invalid(
@@ -71,20 +97,38 @@ pub fn mold_square(
         image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle)
     };
     let (top, left) = ((max_dim - h) / 2, (max_dim - w) / 2);
-    let side = max_dim as usize;
-    let mut pixels: Vec<f32> = (0..side * side).flat_map(|_| MEAN_PIXEL.map(|m| -m)).collect();
-    for (x, y, p) in resized.enumerate_pixels() {
-        let at = (((y + top) as usize) * side + (x + left) as usize) * 3;
-        for c in 0..3 {
-            pixels[at + c] = p.0[c] as f32 - MEAN_PIXEL[c];
-        }
-    }
-    let size = ImageSize { height: max_dim, width: max_dim };
-    Ok(MoldedImage {
-        pixels,
-        size,
+    let mut square = image::RgbImage::new(max_dim, max_dim);
+    image::imageops::replace(&mut square, &resized, i64::from(left), i64::from(top));
+    Ok(SquareImage {
+        rgb: square,
         window: Bbox::new(left as f32, top as f32, (left + w) as f32, (top + h) as f32),
         scale: scale as f32,
         original: ImageSize { height: h0, width: w0 },
+    })
+}
+
+/// Matterport's `resize_image(mode="square", min_dim, max_dim)` ([`square_resize`]) +
+/// `mold_image` (subtract [`MEAN_PIXEL`]; the padding becomes `−MEAN_PIXEL`, as in Matterport,
+/// which pads before molding).
+///
+/// For bit-level parity with Matterport's skimage resize, mold in Python and pass the array
+/// (`rpn propose --input molded.npy`).
+pub fn mold_square(
+    img: &image::DynamicImage,
+    min_dim: u32,
+    max_dim: u32,
+) -> Result<MoldedImage, Error> {
+    let square = square_resize(img, min_dim, max_dim)?;
+    let pixels = square
+        .rgb
+        .pixels()
+        .flat_map(|p| [0, 1, 2].map(|c| p.0[c] as f32 - MEAN_PIXEL[c]))
+        .collect();
+    Ok(MoldedImage {
+        pixels,
+        size: ImageSize { height: max_dim, width: max_dim },
+        window: square.window,
+        scale: square.scale,
+        original: square.original,
     })
 }

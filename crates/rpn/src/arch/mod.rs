@@ -76,6 +76,10 @@ pub struct RpnSpec {
     pub backbone: Option<&'static str>,
     /// Whether [`crate::Trainer`] can train it.
     pub trainable: bool,
+    /// Peak memory of one training step per input pixel (activations kept for the backward
+    /// pass, gradients, im2col columns), measured like `bytes_per_input_pixel` with a margin;
+    /// 0 where it does not train.
+    pub training_bytes_per_input_pixel: u64,
     /// Peak memory of one forward pass per input pixel (activations: the slope of the peak RSS
     /// of `rpn propose` between two input sizes on CPU, times about 1.5): what the memory budget
     /// is checked against before anything is allocated. Weights and the decoded image come on
@@ -226,6 +230,12 @@ impl RpnSpec {
     pub fn forward_bytes(&self, input: ImageSize, images: usize) -> u64 {
         let pixels = u64::from(input.height) * u64::from(input.width);
         pixels.saturating_mul(self.bytes_per_input_pixel).saturating_mul(images as u64)
+    }
+
+    /// Estimated peak bytes of one training step on a batch of `images` inputs of `input` size.
+    pub fn training_bytes(&self, input: ImageSize, images: usize) -> u64 {
+        let pixels = u64::from(input.height) * u64::from(input.width);
+        pixels.saturating_mul(self.training_bytes_per_input_pixel).saturating_mul(images as u64)
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) fn architecture() -> Architecture {
             first_level: 0,
             backbone: Some("vgg16"),
             trainable: false,
+            training_bytes_per_input_pixel: 0,
             // Measured: 803 B/px (VGG16 + head at 512×384 and 1024×768).
             bytes_per_input_pixel: 1_200,
         },

@@ -33,6 +33,7 @@ fn torchvision(
             first_level: 2,
             backbone: None,
             trainable: false,
+            training_bytes_per_input_pixel: 0,
             // Measured: 475 B/px (peak RSS of `rpn propose`, v1, 768×512 vs 1536×1024 input;
             // Matterport's R50-FPN: 448), with Matterport's margin.
             bytes_per_input_pixel: 700,
