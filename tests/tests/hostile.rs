@@ -191,7 +191,12 @@ fn usage_errors_exit_2_and_name_the_flag_and_value() {
             "propose --arch seed002 --weights w --image a.png -o o.json",
             &["--backbone-weights", "vgg16"],
         ),
-        ("train --arch matterport-resnet50 --steps 2 -o RUN", &["--arch matterport-resnet50", "seed001"]),
+        (
+            "train --arch torchvision-resnet50-fpn --steps 2 -o RUN",
+            &["--arch torchvision-resnet50-fpn", "seed001", "matterport-resnet50"],
+        ),
+        ("train --arch matterport-resnet50 --layers 4 --steps 2 -o RUN", &["--layers", "`4`"]),
+        ("train --arch matterport-resnet50 --width 0 --steps 2 -o RUN", &["--width", "'0'"]),
         ("frobnicate", &["frobnicate"]),
     ];
     for (command, words) in cases {
