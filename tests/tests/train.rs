@@ -393,6 +393,11 @@ fn matterport_heads_change_nothing_outside_rpn_and_fpn_and_resume_exactly() {
         .is_empty());
     let err = resumed.recompute_bn_statistics(1).unwrap_err();
     assert!(err.to_string().contains("frozen"), "{err}");
+    // Matterport's stages: heads, then 4+; the newly trained tensors start at zero velocity.
+    let staged = TrainConfig { layers: Layers::From4, ..config };
+    let mut stage2 = Trainer::resume_with(&checkpoint, shapes_at(64, 4), staged).unwrap();
+    assert!(stage2.trained_tensors().any(|n| n.starts_with("res4")));
+    assert!(stage2.step().unwrap().total().is_finite());
 }
 
 #[test]

@@ -661,8 +661,15 @@ impl Trainer {
                 var.set(tensor(name, var.dims())?)?;
             }
         }
+        // A run resumed with more layers (Matterport's stages: heads, then 4+, then all) starts
+        // the newly trained tensors at zero velocity, as a fresh Keras optimiser would.
+        let layers_changed = config.layers != info.config.layers;
         trainer.learner.optimizer.restore_velocities(|name, var| {
-            Ok(tensor(&format!("{VELOCITY_PREFIX}{name}"), var.dims())?.clone())
+            let key = format!("{VELOCITY_PREFIX}{name}");
+            if layers_changed && !tensors.contains_key(&key) {
+                return Ok(var.zeros_like()?);
+            }
+            Ok(tensor(&key, var.dims())?.clone())
         })?;
         trainer.learner.step = info.step;
         Ok(trainer)
