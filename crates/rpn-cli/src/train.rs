@@ -211,6 +211,17 @@ struct RunSettings {
     image_size: u32,
 }
 
+impl RunSettings {
+    /// Checks the settings, then that `output` accepts files (a usage error creates nothing),
+    /// and opens the training data: everything before any work.
+    fn checked_dataset(&self, output: &Path) -> Result<Box<dyn Dataset>, CliError> {
+        check_side(&self.arch, "--image-size", self.image_size)?;
+        self.config.validate()?;
+        rpn_io::check_writable_dir(output)?;
+        dataset(&self.dataset, Split::Train, self.config.seed, self.image_size, &self.arch)
+    }
+}
+
 impl RunFlags {
     /// The settings of a fresh run: given flags, else seed 001's recipe.
     fn fresh(&self, steps: usize) -> Result<RunSettings, CliError> {
@@ -434,17 +445,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
             )));
         }
         let (settings, mut changes) = args.flags.resumed(&info, args.steps)?;
-        check_side(&settings.arch, "--image-size", settings.image_size)?;
-        settings.config.validate()?;
-        // Flags first (a usage error creates nothing), then the directory, before any work.
-        rpn_io::check_writable_dir(&args.output)?;
-        let dataset = dataset(
-            &settings.dataset,
-            Split::Train,
-            settings.config.seed,
-            settings.image_size,
-            &settings.arch,
-        )?;
+        let dataset = settings.checked_dataset(&args.output)?;
         if dataset.describe() != info.dataset {
             changes.push(format!(
                 "--dataset: {} (the checkpoint was trained on {})",
@@ -470,17 +471,7 @@ pub(crate) fn train(args: &TrainArgs) -> Result<TrainOutcome, CliError> {
     } else {
         let settings = args.flags.fresh(args.steps)?;
         check_trainable(&settings.arch)?;
-        check_side(&settings.arch, "--image-size", settings.image_size)?;
-        settings.config.validate()?;
-        // Flags first (a usage error creates nothing), then the directory, before any work.
-        rpn_io::check_writable_dir(&args.output)?;
-        let dataset = dataset(
-            &settings.dataset,
-            Split::Train,
-            settings.config.seed,
-            settings.image_size,
-            &settings.arch,
-        )?;
+        let dataset = settings.checked_dataset(&args.output)?;
         let mut trainer = Trainer::new(&settings.arch, settings.config, dataset)?;
         if let Some(init) = &args.init {
             trainer.load_initial_weights(init)?;
