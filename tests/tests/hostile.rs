@@ -197,6 +197,7 @@ fn usage_errors_exit_2_and_name_the_flag_and_value() {
         ),
         ("train --arch matterport-resnet50 --layers 4 --steps 2 -o RUN", &["--layers", "`4`"]),
         ("train --arch matterport-resnet50 --width 0 --steps 2 -o RUN", &["--width", "'0'"]),
+        ("train --arch matterport-resnet50 --width 100000 --steps 2 -o RUN", &["--width", "wider"]),
         ("frobnicate", &["frobnicate"]),
     ];
     for (command, words) in cases {

@@ -401,6 +401,17 @@ fn matterport_heads_change_nothing_outside_rpn_and_fpn_and_resume_exactly() {
 }
 
 #[test]
+fn absurd_widths_are_refused_before_anything_is_allocated() {
+    let err = Trainer::new(
+        &narrow_matterport(100_000, 16, 32),
+        TrainConfig::matterport(),
+        shapes_at(64, 0),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::OverMemoryBudget { .. }), "{err}");
+}
+
+#[test]
 fn matterport_loss_falls_from_scratch() {
     let arch = narrow_matterport(4, 16, 32);
     let config = TrainConfig { batch_size: 4, seed: 1, ..TrainConfig::matterport() };

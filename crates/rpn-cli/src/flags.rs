@@ -35,6 +35,18 @@ pub(crate) fn count(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Matterport's stem width for `--width`: 1..=64 (64 is Matterport's; the flag trains narrower
+/// variants).
+pub(crate) fn width(text: &str) -> Result<usize, String> {
+    match integer::<u64>(text)? {
+        0 => Err("must be at least 1".into()),
+        w if w > 64 => {
+            Err(format!("{w} is wider than Matterport's 64; --width trains narrower variants"))
+        }
+        w => Ok(w as usize),
+    }
+}
+
 /// An image side in pixels, 1..=[`MAX_SIDE`] (multiples of the network's stride are checked
 /// where the architecture is known).
 pub(crate) fn side(text: &str) -> Result<u32, String> {

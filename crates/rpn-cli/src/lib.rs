@@ -275,7 +275,7 @@ enum Command {
         flip: bool,
         /// Matterport: a narrower network with the same layer names, for CPU runs: stem width N
         /// (Matterport: 64), FPN channels 4N, RPN head channels 8N [default: 64].
-        #[arg(long, allow_negative_numbers = true, value_parser = flags::count, conflicts_with = "resume")]
+        #[arg(long, allow_negative_numbers = true, value_parser = flags::width, conflicts_with = "resume")]
         width: Option<usize>,
         /// The run directory.
         #[arg(short, long)]

@@ -304,6 +304,11 @@ impl Trainer {
                 format!("sides that are positive multiples of {}'s stride {stride}", arch.name),
             ));
         }
+        // Shapes only: nothing is allocated before the check.
+        let parameters = arch.network.tensor_shapes()?.values().try_fold(0u64, |sum, shape| {
+            let n = shape.iter().try_fold(1u64, |p, &d| p.checked_mul(d as u64))?;
+            sum.checked_add(n)
+        });
         check_memory(
             || {
                 format!(
@@ -311,7 +316,9 @@ impl Trainer {
                     arch.name, config.batch_size, image.height, image.width
                 )
             },
-            rpn.training_bytes(image, config.batch_size),
+            // Activations, plus weights, gradients, velocities and a temporary, 4 bytes each.
+            rpn.training_bytes(image, config.batch_size)
+                .saturating_add(parameters.unwrap_or(u64::MAX).saturating_mul(16)),
             crate::memory_budget_from_env()?,
         )?;
         let device = Device::Cpu;
