@@ -59,6 +59,8 @@ impl ImageSize {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// `repr(C)`: laid out as `[f32; 4]`, which the AVX2 delta coder loads 8 boxes at a time.
+#[repr(C)]
 pub struct Bbox {
     /// Left edge, pixels.
     pub x1: f32,

@@ -27,7 +27,10 @@
 
 mod bbox;
 mod coder;
+#[cfg(target_arch = "x86_64")]
+mod coder_avx2;
 mod error;
+mod fastmath;
 mod generator;
 mod iou;
 #[cfg(test)]
