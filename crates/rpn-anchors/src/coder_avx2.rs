@@ -74,14 +74,35 @@ fn select(mask: __m256, a: __m256, b: __m256) -> __m256 {
     _mm256_blendv_ps(b, a, mask)
 }
 
+/// `a·x + b`, unfused (as the scalar code).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn horner(x: __m256, coefficients: &[f32]) -> __m256 {
-    let mut acc = splat(coefficients[0]);
-    for &c in &coefficients[1..] {
-        acc = _mm256_add_ps(_mm256_mul_ps(acc, x), splat(c));
-    }
-    acc
+fn mul_add(a: __m256, x: __m256, b: __m256) -> __m256 {
+    _mm256_add_ps(_mm256_mul_ps(a, x), b)
+}
+
+/// `fastmath::ln_poly`: Estrin's scheme, the same operations in the same order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ln_poly(x: __m256, x2: __m256) -> __m256 {
+    let c = |k: usize| splat(LN_POLY[k]);
+    let x4 = _mm256_mul_ps(x2, x2);
+    let (a, b) = (mul_add(c(0), x, c(1)), mul_add(c(2), x, c(3)));
+    let (d, e) = (mul_add(c(4), x, c(5)), mul_add(c(6), x, c(7)));
+    let high = _mm256_mul_ps(mul_add(a, x2, b), x4);
+    mul_add(_mm256_add_ps(high, mul_add(d, x2, e)), x, c(8))
+}
+
+/// `fastmath::exp_poly`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn exp_poly(r: __m256, r2: __m256) -> __m256 {
+    let c = |k: usize| splat(EXP_POLY[k]);
+    let r4 = _mm256_mul_ps(r2, r2);
+    _mm256_add_ps(
+        _mm256_mul_ps(mul_add(c(0), r, c(1)), r4),
+        mul_add(mul_add(c(2), r, c(3)), r2, mul_add(c(4), r, c(5))),
+    )
 }
 
 /// [`crate::fastmath::ln`] on 8 lanes.
@@ -106,7 +127,7 @@ fn ln(x: __m256) -> __m256 {
     let one = splat(1.0);
     let x1 = select(low, _mm256_sub_ps(_mm256_add_ps(m, m), one), _mm256_sub_ps(m, one));
     let z = _mm256_mul_ps(x1, x1);
-    let p = horner(x1, &LN_POLY);
+    let p = ln_poly(x1, z);
     let y = _mm256_sub_ps(
         _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, x1), z), _mm256_mul_ps(e, splat(LN2_LO))),
         _mm256_mul_ps(splat(0.5), z),
@@ -144,7 +165,7 @@ fn exp(x: __m256) -> __m256 {
         _mm256_mul_ps(n, splat(LN2_LO)),
     );
     let z = _mm256_mul_ps(r, r);
-    let p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(horner(r, &EXP_POLY), z), r), splat(1.0));
+    let p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(exp_poly(r, z), z), r), splat(1.0));
     let n = _mm256_cvttps_epi32(n);
     let half = _mm256_srai_epi32::<1>(n);
     let pow2 = |k: __m256i| {

@@ -27,10 +27,24 @@ pub(crate) const LN_POLY: [f32; 9] = [
 pub(crate) const EXP_POLY: [f32; 6] =
     [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
 
-/// `Σ coefficients[i] · x^(n−1−i)` by Horner's rule (no fused multiply-add).
+/// [`LN_POLY`] at `x` (`x2 = x·x`) by Estrin's scheme: four independent pairs, so the
+/// dependency chain is 5 operations deep instead of Horner's 16 (the AVX2 path is latency-bound
+/// otherwise). `coder_avx2` repeats these operations in this order.
 #[inline(always)]
-fn horner(x: f32, coefficients: &[f32]) -> f32 {
-    coefficients.iter().skip(1).fold(coefficients[0], |acc, &c| acc * x + c)
+fn ln_poly(x: f32, x2: f32) -> f32 {
+    let c = LN_POLY;
+    let x4 = x2 * x2;
+    let (a, b) = (c[0] * x + c[1], c[2] * x + c[3]);
+    let (d, e) = (c[4] * x + c[5], c[6] * x + c[7]);
+    ((a * x2 + b) * x4 + (d * x2 + e)) * x + c[8]
+}
+
+/// [`EXP_POLY`] at `r` (`r2 = r·r`) by Estrin's scheme, like [`ln_poly`].
+#[inline(always)]
+fn exp_poly(r: f32, r2: f32) -> f32 {
+    let c = EXP_POLY;
+    let r4 = r2 * r2;
+    (c[0] * r + c[1]) * r4 + ((c[2] * r + c[3]) * r2 + (c[4] * r + c[5]))
 }
 
 /// Natural logarithm: NaN for NaN and negative inputs, −∞ for ±0, +∞ for +∞; subnormal inputs
@@ -48,7 +62,7 @@ pub(crate) fn ln(x: f32) -> f32 {
     let e = (exponent - i32::from(low)) as f32;
     let x1 = if low { m + m - 1.0 } else { m - 1.0 };
     let z = x1 * x1;
-    let p = horner(x1, &LN_POLY);
+    let p = ln_poly(x1, z);
     let y = p * x1 * z + e * LN2_LO - 0.5 * z;
     let result = x1 + y + e * LN2_HI;
     if x > 0.0 && x < f32::INFINITY {
@@ -70,7 +84,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     let n = (t * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
     let r = t - n * LN2_HI - n * LN2_LO;
     let z = r * r;
-    let p = horner(r, &EXP_POLY) * z + r + 1.0;
+    let p = exp_poly(r, z) * z + r + 1.0;
     // 2^n as two normal powers of two, so that results down to the subnormals are exact.
     let n = n as i32;
     let half = n >> 1;
