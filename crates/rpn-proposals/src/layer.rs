@@ -288,6 +288,10 @@ impl Proposals {
 pub struct ProposalScratch {
     keys: Vec<u64>,
     top: Vec<u32>,
+    /// The top-k anchors and deltas gathered, and their decoded boxes (one `decode_slice`).
+    top_anchors: Vec<Bbox>,
+    top_deltas: Vec<[f32; 4]>,
+    decoded: Vec<Bbox>,
     candidates: Vec<Bbox>,
     candidate_anchor: Vec<u32>,
     candidate_rank: Vec<f32>,
@@ -384,9 +388,23 @@ pub fn generate_proposals_with(
     }
     s.candidates.clear();
     s.candidate_rank.clear();
-    for &a in &s.top {
+    // Gathered so that the coder decodes them as one slice (8 boxes per step with AVX2).
+    s.top_anchors.clear();
+    s.top_anchors.extend(s.top.iter().map(|&a| anchors.boxes()[a as usize]));
+    s.top_deltas.clear();
+    s.top_deltas.extend(s.top.iter().map(|&a| deltas[a as usize]));
+    s.decoded.clear();
+    s.decoded.resize(s.top.len(), Bbox::default());
+    // The three lengths are equal by construction; the coder checks them anyway.
+    config.coder.decode_slice(&s.top_anchors, &s.top_deltas, &mut s.decoded).map_err(|_| {
+        ProposalError::LengthMismatch {
+            buffer: "decoded boxes",
+            expected: s.top.len(),
+            actual: s.decoded.len(),
+        }
+    })?;
+    for (&a, &decoded) in s.top.iter().zip(&s.decoded) {
         let i = a as usize;
-        let decoded = config.coder.decode(&anchors.boxes()[i], deltas[i]);
         if !(decoded.x1.is_finite()
             && decoded.y1.is_finite()
             && decoded.x2.is_finite()
