@@ -230,8 +230,8 @@ impl RunFlags {
             Some(a) => a.clone(),
             None => "seed001".parse().map_err(rpn::Error::from)?,
         };
-        let (recipe, default_side) = match (&arch.network, arch.rpn().map(|r| r.preprocessing)) {
-            (_, Some(Preprocessing::MatterportSquare { max_dim, .. })) => {
+        let (recipe, default_side) = match arch.rpn().map(|r| r.preprocessing) {
+            Some(Preprocessing::MatterportSquare { max_dim, .. }) => {
                 (TrainConfig::matterport(), max_dim)
             }
             _ => (TrainConfig::default(), DEFAULT_SIDE),

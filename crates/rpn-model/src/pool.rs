@@ -48,10 +48,7 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Res
     }
 }
 
-struct MaxPool {
-    window: Window,
-    shape: (usize, usize, usize, usize),
-}
+struct MaxPool(Window);
 
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
@@ -60,7 +57,7 @@ impl CustomOp1 for MaxPool {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let input = contiguous_f32(storage, layout, self.name())?;
-        let w = self.window;
+        let w = self.0;
         let in_plane = w.height * w.width;
         let mut out = Vec::with_capacity(w.planes * w.out_height * w.out_width);
         for plane in input.chunks_exact(in_plane) {
@@ -70,18 +67,18 @@ impl CustomOp1 for MaxPool {
                 }
             }
         }
-        let (b, c, _, _) = self.shape;
+        let (b, c, _, _) = layout.shape().dims4()?;
         Ok((CpuStorage::F32(out), Shape::from((b, c, w.out_height, w.out_width))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad_res.contiguous()?;
-        Ok(Some(arg.apply_op2_no_bwd(&grad, &MaxPoolBackward(self.window, self.shape))?))
+        Ok(Some(arg.apply_op2_no_bwd(&grad, &MaxPoolBackward(self.0))?))
     }
 }
 
 /// Each output's gradient added to the input pixel that was its window's maximum.
-struct MaxPoolBackward(Window, (usize, usize, usize, usize));
+struct MaxPoolBackward(Window);
 
 impl CustomOp2 for MaxPoolBackward {
     fn name(&self) -> &'static str {
@@ -112,7 +109,7 @@ impl CustomOp2 for MaxPoolBackward {
                 }
             }
         }
-        Ok((CpuStorage::F32(dx), Shape::from(self.1)))
+        Ok((CpuStorage::F32(dx), input_layout.shape().clone()))
     }
 }
 
@@ -139,7 +136,7 @@ pub(crate) fn tf_same_max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
             top,
             left,
         };
-        return x.contiguous()?.apply_op1(MaxPool { window, shape: (b, c, h, w) });
+        return x.contiguous()?.apply_op1(MaxPool(window));
     }
     x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?.max_pool2d_with_stride(3, 2)
 }
