@@ -71,7 +71,12 @@ impl Geometry {
     }
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The `f32` values of a contiguous CPU storage, or an error naming `op`.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else { candle_core::bail!("{op}: expected f32 storage") };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),

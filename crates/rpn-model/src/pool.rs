@@ -3,6 +3,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
+use crate::conv::contiguous_f32;
+
 /// A 3×3/2 window over `planes` NCHW planes of `height × width`, `top`/`left` rows/columns of
 /// virtual −∞ padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,14 +39,6 @@ impl Window {
             }
         }
         best.map(|(at, _)| at)
-    }
-}
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op}: expected f32 storage") };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: expected a contiguous input"),
     }
 }
 
