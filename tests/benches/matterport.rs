@@ -113,6 +113,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| proposer.propose_molded(&image).unwrap())
     });
     g.finish();
+    let threads = candle_core::utils::get_num_threads();
+    rpn_tests::record_network_row(
+        "matterport",
+        "resnet50_fpn_rpn_proposals_1024",
+        Some(flops / 1e9),
+        threads,
+    );
 }
 
 criterion_group!(matterport, benches);

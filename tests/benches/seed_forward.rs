@@ -67,6 +67,34 @@ fn benches(c: &mut Criterion) {
         b.iter(|| model.forward_nhwc(&images).unwrap())
     });
     g.finish();
+    let threads = candle_core::utils::get_num_threads();
+    let gflop = seed_conv_flops(&arch, 64, 8) / 1e9;
+    rpn_tests::record_network_row("seed_forward", "seed000_forward_64x64_b8", Some(gflop), threads);
+}
+
+/// Multiply-adds × 2 of seed 000's convolutions on `batch` images of `side²`: the stem runs at
+/// full resolution, stage `s` at `side / 2^(s+1)` (its first block's 1×1 convs have stride 2),
+/// the head at the last stage's resolution.
+fn seed_conv_flops(arch: &rpn_model::Network, side: usize, batch: usize) -> f64 {
+    let shapes = arch.tensor_shapes().unwrap();
+    let stages = match arch {
+        rpn_model::Network::SeedRpn { backbone, .. } => backbone.blocks.len(),
+        _ => unreachable!("seed000 is a seed RPN"),
+    };
+    shapes
+        .iter()
+        .filter(|(name, dims)| dims.len() == 4 && name.ends_with("weight"))
+        .map(|(name, dims)| {
+            let side_out = if name.starts_with("backbone.stem") {
+                side
+            } else if let Some(rest) = name.strip_prefix("backbone.stage") {
+                side >> (rest.as_bytes()[0] - b'0' + 1)
+            } else {
+                side >> stages
+            };
+            2.0 * (dims.iter().product::<usize>() * side_out * side_out * batch) as f64
+        })
+        .sum()
 }
 
 criterion_group!(seed_forward, benches);

@@ -69,6 +69,8 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("rpn_800x1216", |b| b.iter(|| proposer.propose(&image).unwrap()));
     g.finish();
+    let threads = candle_core::utils::get_num_threads();
+    rpn_tests::record_network_row("torchvision", "rpn_800x1216", None, threads);
 }
 
 criterion_group!(torchvision, benches);

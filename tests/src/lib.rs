@@ -278,3 +278,33 @@ pub mod hashed {
 pub fn network(name: &str) -> rpn_model::Network {
     name.parse::<rpn::Architecture>().expect("a registered architecture").network
 }
+
+/// What a network bench reports besides its time, for `cargo xtask bench`'s second table: the
+/// convolutions' GFLOP per timed iteration (direct-convolution count, so Winograd layers show
+/// as an effective rate), this process's peak resident memory, and the machine's FMA peak
+/// measured with the same thread count. Written to `$RPN_BENCH_DIR/{suite}_ours.json`.
+pub fn record_network_row(suite: &str, row: &str, gflop_per_iter: Option<f64>, threads: usize) {
+    let dir = std::env::var_os("RPN_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench"));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // `VmHWM`: the high-water mark of resident memory, in kB (Linux).
+    let peak_rss_mb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0);
+    let report = serde_json::json!({
+        "row": row,
+        "gflop_per_iter": gflop_per_iter,
+        "peak_rss_mb": peak_rss_mb,
+        "fma_peak_gflops": rpn_kernels::fma_peak_gflops(threads),
+        "threads": threads,
+    });
+    let path = dir.join(format!("{suite}_ours.json"));
+    if let Err(e) =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, report.to_string()))
+    {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}

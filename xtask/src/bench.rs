@@ -88,6 +88,7 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
 
     let mut table = format!("{}\n\n", machine_line());
+    let mut networks = String::new();
     table.push_str("| suite | operation | peer | peer ms | ours ms | speed-up |\n|---|---|---|---:|---:|---:|\n");
     for suite in selected {
         eprintln!("==> {}: peers", suite.name);
@@ -96,9 +97,16 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
         run(cargo(root, &["bench", "-p", suite.package, "--bench", suite.bench])
             .env("RPN_BENCH_DIR", &out_dir))?;
         append_rows(root, suite, &mut table)?;
+        append_network_row(root, suite, &mut networks);
+    }
+    if !networks.is_empty() {
+        table.push_str(
+            "\n| suite | our row | conv GFLOP | ours GFLOP/s | FMA peak GFLOP/s | % of peak | our peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|\n",
+        );
+        table.push_str(&networks);
     }
     println!("\n{table}");
-    println!("Peers: median of repeated runs, 2 threads. Ours: criterion median; box math on 1 thread, candle's GEMM on the 2 cores. Outputs checked equal first.");
+    println!("Peers: median of repeated runs, 2 threads. Ours: criterion median; box math on 1 thread, networks on the 2 cores (rpn-kernels on CPU). Outputs checked equal first. GFLOP/s counts direct-convolution multiply-adds (Winograd layers do fewer), the FMA peak is measured by rpn_kernels::fma_peak_gflops on the same threads.");
     let summary = out_dir.join("summary.md");
     std::fs::write(&summary, &table)
         .map_err(|e| format!("cannot write {}: {e}", summary.display()))?;
@@ -141,6 +149,33 @@ fn ours_ms(root: &Path, group: &str, id: &str) -> Option<f64> {
         .join("new/estimates.json");
     let ns = read_json(&path).ok()?["median"]["point_estimate"].as_f64()?;
     Some(ns / 1e6)
+}
+
+/// The second table's row for a network suite: throughput against the measured FMA peak and
+/// peak memory, from the `{suite}_ours.json` its bench writes (`rpn_tests::record_network_row`).
+fn append_network_row(root: &Path, suite: &Suite, rows: &mut String) {
+    let Ok(report) =
+        read_json(&root.join("target/bench").join(format!("{}_ours.json", suite.name)))
+    else {
+        return;
+    };
+    let row = report["row"].as_str().unwrap_or("?");
+    let peak = report["fma_peak_gflops"].as_f64();
+    let gflop = report["gflop_per_iter"].as_f64();
+    let rate = gflop.zip(ours_ms(root, suite.name, row)).map(|(g, ms)| g / (ms / 1e3));
+    let cell =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    let share = rate.zip(peak).map(|(r, p)| 100.0 * r / p);
+    let _ = writeln!(
+        rows,
+        "| {} | {row} | {} | {} | {} | {} | {} |",
+        suite.name,
+        cell(gflop, 1),
+        cell(rate, 1),
+        cell(peak, 0),
+        cell(share, 0),
+        cell(report["peak_rss_mb"].as_f64(), 0),
+    );
 }
 
 fn append_rows(root: &Path, suite: &Suite, table: &mut String) -> Result<(), String> {

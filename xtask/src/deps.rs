@@ -22,7 +22,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rpn-targets", &["rpn-anchors"]),
     ("rpn-proposals", &["rpn-anchors"]),
     ("rpn-loss", &[]),
-    ("rpn-model", &[]),
+    ("rpn-kernels", &[]),
+    ("rpn-model", &["rpn-kernels"]),
     ("rpn-io", &[]),
     ("rpn-keras", &["rpn-model", "rpn-io"]),
     ("rpn-torch", &["rpn-model", "rpn-io"]),
@@ -36,7 +37,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// Crates that must not depend on candle, directly or transitively.
-const NO_CANDLE: &[&str] = &["rpn-anchors", "rpn-targets", "rpn-proposals"];
+const NO_CANDLE: &[&str] = &["rpn-anchors", "rpn-targets", "rpn-proposals", "rpn-kernels"];
 
 /// Runs both checks and reports every violation at once.
 pub(crate) fn check(root: &Path) -> Result<(), String> {

@@ -4,6 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{ops, Conv2dConfig, VarBuilder};
 
 use crate::conv::{conv2d, Conv};
+use crate::cpu_plan::{PlanBuilder, Value};
 
 /// Sizes of [`SeedRpnHead`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,15 @@ impl SeedRpnHead {
         let probs = ops::softmax_last_dim(&logits)?;
         let deltas = to_keras_rows(&self.bbox.forward(&shared)?, 4)?;
         Ok(RpnOutputs { logits, probs, deltas })
+    }
+
+    /// The head in a CPU plan on `features`; returns (class logits, deltas), NHWC.
+    pub(crate) fn plan(&self, g: &mut PlanBuilder, features: Value) -> Result<(Value, Value)> {
+        let shared = g.conv_weights(&self.shared)?;
+        let shared = g.conv(shared, features, None, false);
+        let class = g.conv_weights(&self.class_raw)?;
+        let bbox = g.conv_weights(&self.bbox)?;
+        Ok((g.conv(class, shared, None, false), g.conv(bbox, shared, None, false)))
     }
 }
 

@@ -25,6 +25,7 @@
 
 mod batch_norm;
 mod conv;
+mod cpu_plan;
 mod head;
 mod matterport;
 mod network;
@@ -87,6 +88,8 @@ pub struct SeedRpn {
     pub backbone: SeedResNet,
     /// The head, at `rpn.*`.
     pub head: SeedRpnHead,
+    /// The CPU inference plan, compiled on first use.
+    plan: cpu_plan::PlanCache,
 }
 
 impl SeedRpn {
@@ -98,7 +101,7 @@ impl SeedRpn {
             ..SeedRpnHeadConfig::seed(anchors_per_cell)
         };
         let head = SeedRpnHead::new(&head_config, vb.pp("rpn"))?;
-        Ok(Self { backbone, head })
+        Ok(Self { backbone, head, plan: cpu_plan::PlanCache::default() })
     }
 
     /// NHWC images → Keras-layout RPN outputs (inference: BN moving statistics). Each image side
@@ -116,13 +119,76 @@ impl SeedRpn {
 
     /// As [`SeedRpn::forward_nhwc`] with the backbone's BatchNorms in `mode` (e.g.
     /// [`BatchNormMode::Calibrate`] to recompute population statistics after training).
+    ///
+    /// In inference mode, on the CPU, for `f32` inputs without gradients and a model whose
+    /// weights are plain tensors (not `Var`s), this runs the compiled CPU plan (NHWC kernels,
+    /// BN folded); otherwise candle's ops. Training and calibration change the BN statistics,
+    /// so they drop the plan (it is compiled again on the next inference call).
     pub fn forward_nhwc_mode(&self, images: &Tensor, mode: BatchNormMode) -> Result<RpnOutputs> {
-        let x = nhwc_to_nchw(images)?;
-        let (_, _, h, w) = x.dims4()?;
+        if images.rank() != 4 {
+            candle_core::bail!("expected NHWC images [B, H, W, C], got shape {:?}", images.dims())
+        }
+        let (_, h, w, _) = images.dims4()?;
         let s = self.backbone.stride();
         if h % s != 0 || w % s != 0 {
             candle_core::bail!("image size {h}x{w} is not divisible by the backbone stride {s}")
         }
+        if mode != BatchNormMode::Inference {
+            self.plan.clear();
+        } else if cpu_plan::plan_applies(images) {
+            if let Some(plan) = self.plan.get(|| self.compile_plan())? {
+                return self.forward_plan(&plan, images);
+            }
+        }
+        self.forward_candle(images, mode)
+    }
+
+    fn forward_candle(&self, images: &Tensor, mode: BatchNormMode) -> Result<RpnOutputs> {
+        let x = nhwc_to_nchw(images)?;
         self.head.forward(&self.backbone.forward_mode(&x, mode)?)
+    }
+
+    fn compile_plan(&self) -> Result<cpu_plan::CpuPlan> {
+        let mut g = cpu_plan::PlanBuilder::default();
+        let features = self.backbone.plan(&mut g, cpu_plan::PlanBuilder::INPUT)?;
+        let (class, bbox) = self.head.plan(&mut g, features)?;
+        g.output(class);
+        g.output(bbox);
+        Ok(g.finish())
+    }
+
+    fn forward_plan(&self, plan: &cpu_plan::CpuPlan, images: &Tensor) -> Result<RpnOutputs> {
+        let (input, shape) = cpu_plan::plan_input(images)?;
+        let mut outputs = plan.run(input, shape)?.into_iter();
+        let (Some(class), Some(bbox)) = (outputs.next(), outputs.next()) else {
+            candle_core::bail!("CPU plan: the seed head has two outputs")
+        };
+        let logits = cpu_plan::keras_rows(&[class], 2)?;
+        let deltas = cpu_plan::keras_rows(&[bbox], 4)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        Ok(RpnOutputs { logits, probs, deltas })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed 000 CPU plan against candle's path (random weights and BN statistics).
+    #[test]
+    fn seed_cpu_plan_matches_candle() -> Result<()> {
+        let network =
+            Network::SeedRpn { backbone: SeedResNetConfig::seed000(), anchors_per_cell: 9 };
+        let Model::SeedRpn(model) = cpu_plan::tests::random_model(&network)? else {
+            unreachable!()
+        };
+        let images = Tensor::randn(0f32, 1.0, (2, 32, 48, 3), &candle_core::Device::Cpu)?;
+        let plan = model.compile_plan()?;
+        let fast = model.forward_plan(&plan, &images)?;
+        let slow = model.forward_candle(&images, BatchNormMode::Inference)?;
+        cpu_plan::tests::assert_close("logits", &fast.logits, &slow.logits)?;
+        cpu_plan::tests::assert_close("probs", &fast.probs, &slow.probs)?;
+        cpu_plan::tests::assert_close("deltas", &fast.deltas, &slow.deltas)?;
+        Ok(())
     }
 }

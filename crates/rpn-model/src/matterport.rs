@@ -11,6 +11,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{batch_norm, ops, BatchNorm, BatchNormConfig, Conv2dConfig, VarBuilder};
 
 use crate::conv::{conv2d, Conv};
+use crate::cpu_plan::{self, CpuPlan, PlanBuilder, PlanCache, PoolPadding, Value};
 use crate::pool::tf_same_max_pool_3x3_s2;
 use crate::KERAS_BN_EPS;
 
@@ -98,6 +99,18 @@ impl ConvBn {
         // Frozen BN: `BatchNorm(training=False)` in Matterport's graph.
         candle_core::ModuleT::forward_t(&self.bn, &self.conv.forward(x)?, false)
     }
+
+    /// The same layer in a CPU plan (BN folded into the convolution).
+    fn plan(
+        &self,
+        g: &mut PlanBuilder,
+        x: Value,
+        residual: Option<Value>,
+        relu: bool,
+    ) -> Result<Value> {
+        let conv = g.conv_bn_weights(&self.conv, &self.bn)?;
+        Ok(g.conv(conv, x, residual, relu))
+    }
 }
 
 /// `conv_block` (with the `branch1` projection) or `identity_block`.
@@ -146,6 +159,18 @@ impl Block {
             None => x.clone(),
         };
         (y + shortcut)?.relu()
+    }
+
+    /// The same block in a CPU plan: the shortcut's addition and the last ReLU are fused into
+    /// `branch2c`'s epilogue.
+    fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
+        let y = self.a.plan(g, x, None, true)?;
+        let y = self.b.plan(g, y, None, true)?;
+        let shortcut = match &self.shortcut {
+            Some(s) => s.plan(g, x, None, false)?,
+            None => x,
+        };
+        self.c.plan(g, y, Some(shortcut), true)
     }
 }
 
@@ -226,6 +251,8 @@ pub struct MatterportRpn {
     rpn_class: Conv,
     rpn_bbox: Conv,
     config: MatterportConfig,
+    /// The CPU inference plan, compiled on first use.
+    plan: PlanCache,
 }
 
 impl MatterportRpn {
@@ -284,6 +311,7 @@ impl MatterportRpn {
                 vb.pp("rpn_bbox_pred"),
             )?,
             config: *config,
+            plan: PlanCache::default(),
         })
     }
 
@@ -352,9 +380,15 @@ impl MatterportRpn {
     }
 
     /// NHWC images (molded: RGB minus `MEAN_PIXEL`), sides multiples of 64 → RPN outputs.
+    ///
+    /// On the CPU, for `f32` inputs without gradients and a model whose weights are plain
+    /// tensors (not `Var`s), this runs the compiled CPU plan (NHWC kernels, BN folded; the
+    /// pyramid comes back as NCHW views of NHWC buffers); otherwise candle's ops.
     pub fn forward_nhwc(&self, images: &Tensor) -> Result<MatterportOutputs> {
-        let x = crate::nhwc_to_nchw(images)?;
-        let (_, _, h, w) = x.dims4()?;
+        if images.rank() != 4 {
+            candle_core::bail!("expected NHWC images [B, H, W, C], got shape {:?}", images.dims())
+        }
+        let (_, h, w, _) = images.dims4()?;
         if !h.is_multiple_of(MATTERPORT_SIDE_MULTIPLE)
             || !w.is_multiple_of(MATTERPORT_SIDE_MULTIPLE)
         {
@@ -363,6 +397,17 @@ impl MatterportRpn {
                  got {h}×{w}: resize/pad first (e.g. Matterport's `square` mode to 1024×1024)"
             )
         }
+        if cpu_plan::plan_applies(images) {
+            if let Some(plan) = self.plan.get(|| self.compile_plan())? {
+                return self.forward_plan(&plan, images);
+            }
+        }
+        self.forward_candle(images)
+    }
+
+    /// [`MatterportRpn::forward_nhwc`] with candle's ops.
+    fn forward_candle(&self, images: &Tensor) -> Result<MatterportOutputs> {
+        let x = crate::nhwc_to_nchw(images)?;
         let pyramid = self.pyramid(&self.backbone(&x)?)?;
         let (mut logits, mut deltas) = (Vec::new(), Vec::new());
         for p in &pyramid {
@@ -373,5 +418,97 @@ impl MatterportRpn {
         let logits = Tensor::cat(&logits, 1)?;
         let probs = ops::softmax(&logits, D::Minus1)?;
         Ok(MatterportOutputs { logits, probs, deltas: Tensor::cat(&deltas, 1)?, pyramid })
+    }
+
+    /// The inference graph, layer for layer as [`MatterportRpn::forward_candle`]. Outputs:
+    /// P2…P6, then the class logits of each level, then the deltas of each level.
+    fn compile_plan(&self) -> Result<CpuPlan> {
+        let mut g = PlanBuilder::default();
+        let x = self.stem.plan(&mut g, PlanBuilder::INPUT, None, true)?;
+        let mut x = g.max_pool(x, 3, 2, PoolPadding::TfSame);
+        let mut c = Vec::with_capacity(4);
+        for stage in &self.stages {
+            for block in stage {
+                x = block.plan(&mut g, x)?;
+            }
+            c.push(x);
+        }
+        let lateral = |g: &mut PlanBuilder, l: usize| -> Result<Value> {
+            let conv = g.conv_weights(&self.lateral[l])?;
+            Ok(g.conv(conv, c[l], None, false))
+        };
+        let mut top = lateral(&mut g, 3)?;
+        let mut merged = vec![top];
+        for l in (0..3).rev() {
+            let lat = lateral(&mut g, l)?;
+            top = g.upsample_add(top, lat);
+            merged.push(top);
+        }
+        merged.reverse();
+        let mut pyramid = Vec::with_capacity(5);
+        for (m, conv) in merged.iter().zip(&self.output) {
+            let conv = g.conv_weights(conv)?;
+            pyramid.push(g.conv(conv, *m, None, false));
+        }
+        pyramid.push(g.max_pool(pyramid[3], 1, 2, PoolPadding::Fixed(rpn_kernels::Padding::VALID)));
+        let shared = g.conv_weights(&self.rpn_shared)?;
+        let shared = g.add_conv(shared);
+        let class = g.conv_weights(&self.rpn_class)?;
+        let class = g.add_conv(class);
+        let bbox = g.conv_weights(&self.rpn_bbox)?;
+        let bbox = g.add_conv(bbox);
+        let (mut classes, mut boxes) = (Vec::new(), Vec::new());
+        for &p in &pyramid {
+            let s = g.apply(shared, p, None, true);
+            classes.push(g.apply(class, s, None, false));
+            boxes.push(g.apply(bbox, s, None, false));
+        }
+        for v in pyramid.into_iter().chain(classes).chain(boxes) {
+            g.output(v);
+        }
+        Ok(g.finish())
+    }
+
+    fn forward_plan(&self, plan: &CpuPlan, images: &Tensor) -> Result<MatterportOutputs> {
+        let (input, shape) = cpu_plan::plan_input(images)?;
+        let mut outputs = plan.run(input, shape)?.into_iter();
+        let pyramid = outputs
+            .by_ref()
+            .take(5)
+            .map(|p| cpu_plan::to_tensor(p)?.permute((0, 3, 1, 2)))
+            .collect::<Result<Vec<_>>>()?;
+        let classes: Vec<_> = outputs.by_ref().take(5).collect();
+        let logits = cpu_plan::keras_rows(&classes, 2)?;
+        let deltas = cpu_plan::keras_rows(&outputs.collect::<Vec<_>>(), 4)?;
+        let probs = ops::softmax(&logits, D::Minus1)?;
+        Ok(MatterportOutputs { logits, probs, deltas, pyramid })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU plan against candle's path on random weights and BN statistics, at a narrow
+    /// width (every layer kind: stem, TF-same pool, both block kinds, FPN, P6, shared head).
+    #[test]
+    fn cpu_plan_matches_candle() -> Result<()> {
+        let config = MatterportConfig {
+            width: 8,
+            pyramid_channels: 16,
+            rpn_channels: 16,
+            ..MatterportConfig::resnet50()
+        };
+        let model = crate::cpu_plan::tests::random_model(&crate::Network::Matterport(config))?;
+        let crate::Model::Matterport(model) = model else { unreachable!() };
+        let images = Tensor::randn(0f32, 1.0, (2, 128, 192, 3), &candle_core::Device::Cpu)?;
+        let plan = model.compile_plan()?;
+        let (fast, slow) = (model.forward_plan(&plan, &images)?, model.forward_candle(&images)?);
+        crate::cpu_plan::tests::assert_close("logits", &fast.logits, &slow.logits)?;
+        crate::cpu_plan::tests::assert_close("deltas", &fast.deltas, &slow.deltas)?;
+        for (p, (f, s)) in fast.pyramid.iter().zip(&slow.pyramid).enumerate() {
+            crate::cpu_plan::tests::assert_close(&format!("P{}", p + 2), f, s)?;
+        }
+        Ok(())
     }
 }

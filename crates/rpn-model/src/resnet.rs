@@ -5,6 +5,7 @@ use candle_nn::{batch_norm, BatchNormConfig, Conv2dConfig, VarBuilder};
 
 use crate::batch_norm::{BatchNormMode, Bn};
 use crate::conv::{conv2d, Conv};
+use crate::cpu_plan::{PlanBuilder, Value};
 
 use crate::{KERAS_BN_EPS, KERAS_BN_UPDATE};
 
@@ -58,6 +59,18 @@ impl ConvBn {
     fn forward_mode(&self, x: &Tensor, mode: BatchNormMode) -> Result<Tensor> {
         self.bn.forward_mode(&self.conv.forward(x)?, mode)
     }
+
+    /// The layer in a CPU plan (inference BN folded into the convolution).
+    fn plan(
+        &self,
+        g: &mut PlanBuilder,
+        x: Value,
+        residual: Option<Value>,
+        relu: bool,
+    ) -> Result<Value> {
+        let conv = g.conv_bn_weights(&self.conv, &self.bn.0)?;
+        Ok(g.conv(conv, x, residual, relu))
+    }
 }
 
 /// `building_block(filters, block)` of the seeds: 1×1 (stride 2 in block 0) → 3×3 → 1×1 (4f),
@@ -94,6 +107,17 @@ impl Bottleneck {
             None => x.clone(),
         };
         (y + shortcut)?.relu()
+    }
+
+    /// The block in a CPU plan: shortcut addition and last ReLU fused into `c`'s epilogue.
+    fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
+        let y = self.a.plan(g, x, None, true)?;
+        let y = self.b.plan(g, y, None, true)?;
+        let shortcut = match &self.shortcut {
+            Some(s) => s.plan(g, x, None, false)?,
+            None => x,
+        };
+        self.c.plan(g, y, Some(shortcut), true)
     }
 }
 
@@ -153,6 +177,15 @@ impl SeedResNet {
         let mut x = self.stem.forward_mode(x, mode)?.relu()?;
         for block in self.stages.iter().flatten() {
             x = block.forward_mode(&x, mode)?;
+        }
+        Ok(x)
+    }
+
+    /// The backbone in a CPU plan (inference mode), from `x`.
+    pub(crate) fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
+        let mut x = self.stem.plan(g, x, None, true)?;
+        for block in self.stages.iter().flatten() {
+            x = block.plan(g, x)?;
         }
         Ok(x)
     }

@@ -13,6 +13,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Conv2dConfig, VarBuilder};
 
 use crate::conv::{conv2d, Conv};
+use crate::cpu_plan::{self, CpuPlan, PlanBuilder, PlanCache, PoolPadding, Value};
 
 /// `FrozenBatchNorm2d`'s (and `nn.BatchNorm2d`'s) epsilon.
 pub const TORCH_BN_EPS: f64 = 1e-5;
@@ -90,6 +91,18 @@ impl ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_core::ModuleT::forward_t(&self.bn, &self.conv.forward(x)?, false)
     }
+
+    /// The layer in a CPU plan (frozen BN folded into the convolution).
+    fn plan(
+        &self,
+        g: &mut PlanBuilder,
+        x: Value,
+        residual: Option<Value>,
+        relu: bool,
+    ) -> Result<Value> {
+        let conv = g.conv_bn_weights(&self.conv, &self.bn)?;
+        Ok(g.conv(conv, x, residual, relu))
+    }
 }
 
 fn conv2d_no_bias(
@@ -125,6 +138,16 @@ impl FpnConv {
         match self {
             Self::Plain(c) => c.forward(x),
             Self::Normed(c) => c.forward(x),
+        }
+    }
+
+    fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
+        match self {
+            Self::Plain(c) => {
+                let conv = g.conv_weights(c)?;
+                Ok(g.conv(conv, x, None, false))
+            }
+            Self::Normed(c) => c.plan(g, x, None, false),
         }
     }
 }
@@ -166,6 +189,17 @@ impl Bottleneck {
             None => x.clone(),
         };
         (y + identity)?.relu()
+    }
+
+    /// The block in a CPU plan: identity addition and last ReLU fused into `conv3`'s epilogue.
+    fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
+        let y = self.convs[0].plan(g, x, None, true)?;
+        let y = self.convs[1].plan(g, y, None, true)?;
+        let identity = match &self.downsample {
+            Some(d) => d.plan(g, x, None, false)?,
+            None => x,
+        };
+        self.convs[2].plan(g, y, Some(identity), true)
     }
 }
 
@@ -216,6 +250,8 @@ pub struct TorchvisionRpn {
     cls_logits: Conv,
     bbox_pred: Conv,
     config: TorchvisionConfig,
+    /// The CPU inference plan, compiled on first use.
+    plan: PlanCache,
 }
 
 impl TorchvisionRpn {
@@ -271,6 +307,7 @@ impl TorchvisionRpn {
             cls_logits: conv2d(f, a, 1, Default::default(), head.pp("cls_logits"))?,
             bbox_pred: conv2d(f, 4 * a, 1, Default::default(), head.pp("bbox_pred"))?,
             config: *config,
+            plan: PlanCache::default(),
         })
     }
 
@@ -312,7 +349,23 @@ impl TorchvisionRpn {
     }
 
     /// A normalised, padded NCHW batch → objectness and deltas over P2…P6.
+    ///
+    /// On the CPU, for `f32` inputs without gradients whose sides are multiples of 32 and a
+    /// model whose weights are plain tensors (not `Var`s), this runs the compiled CPU plan (NHWC
+    /// kernels, BN folded; pyramid and per-level maps come back as NCHW views of NHWC buffers);
+    /// otherwise candle's ops.
     pub fn forward(&self, images: &Tensor) -> Result<TorchvisionOutputs> {
+        let (_, _, h, w) = images.dims4()?;
+        let whole = |side: usize| side.is_multiple_of(TORCHVISION_SIZE_DIVISIBLE);
+        if whole(h) && whole(w) && cpu_plan::plan_applies(images) {
+            if let Some(plan) = self.plan.get(|| self.compile_plan())? {
+                return self.forward_plan(&plan, &images.permute((0, 2, 3, 1))?);
+            }
+        }
+        self.forward_candle(images)
+    }
+
+    fn forward_candle(&self, images: &Tensor) -> Result<TorchvisionOutputs> {
         let pyramid = self.fpn(&self.body(images)?)?;
         let (mut objectness, mut deltas, mut per_level) = (Vec::new(), Vec::new(), Vec::new());
         for p in &pyramid {
@@ -331,5 +384,112 @@ impl TorchvisionRpn {
             pyramid,
             per_level,
         })
+    }
+}
+
+impl TorchvisionRpn {
+    /// The inference graph, layer for layer as [`TorchvisionRpn::forward_candle`]. Outputs: the
+    /// pyramid, then each level's objectness logits, then each level's deltas.
+    fn compile_plan(&self) -> Result<CpuPlan> {
+        let mut g = PlanBuilder::default();
+        let x = self.stem.plan(&mut g, PlanBuilder::INPUT, None, true)?;
+        let pool = PoolPadding::Fixed(rpn_kernels::Padding::symmetric(1));
+        let mut x = g.max_pool(x, 3, 2, pool);
+        let mut c = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            for block in layer {
+                x = block.plan(&mut g, x)?;
+            }
+            c.push(x);
+        }
+        let last = c.len() - 1;
+        let mut inner = self.inner[last].plan(&mut g, c[last])?;
+        let mut pyramid = vec![self.outer[last].plan(&mut g, inner)?];
+        for i in (0..last).rev() {
+            let lateral = self.inner[i].plan(&mut g, c[i])?;
+            inner = g.upsample_add(inner, lateral);
+            pyramid.insert(0, self.outer[i].plan(&mut g, inner)?);
+        }
+        pyramid.push(g.max_pool(
+            pyramid[last],
+            1,
+            2,
+            PoolPadding::Fixed(rpn_kernels::Padding::VALID),
+        ));
+        let head: Vec<usize> = self
+            .head_convs
+            .iter()
+            .map(|conv| {
+                let conv = g.conv_weights(conv)?;
+                Ok(g.add_conv(conv))
+            })
+            .collect::<Result<_>>()?;
+        let cls = g.conv_weights(&self.cls_logits)?;
+        let cls = g.add_conv(cls);
+        let bbox = g.conv_weights(&self.bbox_pred)?;
+        let bbox = g.add_conv(bbox);
+        let (mut logits, mut boxes) = (Vec::new(), Vec::new());
+        for &p in &pyramid {
+            let mut t = p;
+            for &conv in &head {
+                t = g.apply(conv, t, None, true);
+            }
+            logits.push(g.apply(cls, t, None, false));
+            boxes.push(g.apply(bbox, t, None, false));
+        }
+        for v in pyramid.into_iter().chain(logits).chain(boxes) {
+            g.output(v);
+        }
+        Ok(g.finish())
+    }
+
+    fn forward_plan(&self, plan: &CpuPlan, images_nhwc: &Tensor) -> Result<TorchvisionOutputs> {
+        let (input, shape) = cpu_plan::plan_input(images_nhwc)?;
+        let outputs = plan.run(input, shape)?;
+        let levels = outputs.len() / 3;
+        let mut outputs = outputs.into_iter();
+        let nchw = |a: cpu_plan::Activation| cpu_plan::to_tensor(a)?.permute((0, 3, 1, 2));
+        let pyramid = outputs.by_ref().take(levels).map(nchw).collect::<Result<Vec<_>>>()?;
+        let logits: Vec<_> = outputs.by_ref().take(levels).collect();
+        let boxes: Vec<_> = outputs.collect();
+        let objectness = cpu_plan::keras_rows(&logits, 1)?.squeeze(2)?;
+        let deltas = cpu_plan::keras_rows(&boxes, 4)?;
+        let per_level = logits
+            .into_iter()
+            .zip(boxes)
+            .map(|(l, b)| Ok((nchw(l)?, nchw(b)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TorchvisionOutputs { objectness, deltas, pyramid, per_level })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU plan against candle's path, v1 and v2 (FPN BatchNorm, two head convs), narrow.
+    #[test]
+    fn cpu_plan_matches_candle() -> Result<()> {
+        for base in [TorchvisionConfig::resnet50_fpn(), TorchvisionConfig::resnet50_fpn_v2()] {
+            let config = TorchvisionConfig { width: 8, fpn_channels: 16, ..base };
+            let network = crate::Network::Torchvision(config);
+            let crate::Model::Torchvision(model) = cpu_plan::tests::random_model(&network)? else {
+                unreachable!()
+            };
+            let images = Tensor::randn(0f32, 1.0, (2, 3, 64, 96), &candle_core::Device::Cpu)?;
+            let plan = model.compile_plan()?;
+            let fast = model.forward_plan(&plan, &images.permute((0, 2, 3, 1))?)?;
+            let slow = model.forward_candle(&images)?;
+            cpu_plan::tests::assert_close("objectness", &fast.objectness, &slow.objectness)?;
+            cpu_plan::tests::assert_close("deltas", &fast.deltas, &slow.deltas)?;
+            for (f, s) in fast.pyramid.iter().zip(&slow.pyramid) {
+                cpu_plan::tests::assert_close("pyramid", f, s)?;
+            }
+            for ((fl, fb), (sl, sb)) in fast.per_level.iter().zip(&slow.per_level) {
+                cpu_plan::tests::assert_close("level logits", fl, sl)?;
+                cpu_plan::tests::assert_close("level boxes", fb, sb)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,50 @@
+//! CPU kernels for RPN networks, on NHWC `f32` slices.
+//!
+//! Slices in, slices out, like `rpn-proposals`: no candle here, so the kernels can be tested and
+//! benchmarked alone and `rpn-model` stays about models. What a ResNet-FPN RPN needs at inference:
+//!
+//! - [`Conv2d`]: any `kh × kw` kernel, any stride, explicit or TF "same" [`Padding`], as one GEMM
+//!   per block of output rows. A 1×1 stride-1 convolution multiplies the input rows themselves (no
+//!   copy); other shapes gather their rows block by block (im2col in pieces that stay in cache).
+//!   A fused [`Epilogue`] adds the bias, an optional residual and an optional ReLU while the block
+//!   is still in cache. BatchNorm folds into the weights ([`Conv2d::fold_batch_norm`]).
+//! - [`max_pool`] (TF "same", symmetric or no padding; a 1×1 window with stride 2 is FPN's P6) and
+//!   [`upsample2_add`] (the FPN's nearest ×2 upsample added to the lateral).
+//! - [`Workers`]: the threads and their scratch buffers, reused from call to call.
+//!
+//! **Determinism.** Work is split over output rows (GEMM's M) in blocks whose size depends on the
+//! layer's shape only, never on the thread count, and each block is computed start to end by one
+//! thread; the reduction dimension is never split. So 1 and N threads give the same bits (tested).
+//!
+//! **CPU dispatch.** The GEMM is the `gemm` crate's (candle's), built with its `x86-v4` kernels:
+//! AVX-512 machines use 512-bit micro-kernels, AVX2/FMA machines 256-bit ones, chosen at run time.
+//! [`fma_peak_gflops`] measures the machine's FMA peak, to read throughput as a share of it.
+//!
+//! ```
+//! use rpn_kernels::{Conv2d, Epilogue, Nhwc, Padding, Workers};
+//!
+//! // A 3×3 "same" convolution, 2 → 1 channels, every weight 1: each output sums its window.
+//! let conv = Conv2d::from_oihw(&[1.0; 18], [1, 2, 3, 3], Some(&[0.5]), 1, Padding::symmetric(1))?;
+//! let input = Nhwc::new(1, 2, 2, 2);
+//! let mut out = vec![0.0; 4];
+//! let shape = conv.forward(&[1.0; 8], input, Epilogue::RELU, &mut out, &Workers::new(2))?;
+//! assert_eq!(shape, Nhwc::new(1, 2, 2, 1));
+//! assert_eq!(out, [8.5; 4]); // 4 pixels × 2 channels in every window, plus the bias
+//! # Ok::<(), rpn_kernels::KernelError>(())
+//! ```
+
+mod conv;
+mod error;
+mod gemm;
+mod peak;
+mod pool;
+mod shape;
+mod winograd;
+mod workers;
+
+pub use conv::{Conv2d, Epilogue};
+pub use error::KernelError;
+pub use peak::fma_peak_gflops;
+pub use pool::{max_pool, max_pool_shape, upsample2_add};
+pub use shape::{Nhwc, Padding};
+pub use workers::Workers;

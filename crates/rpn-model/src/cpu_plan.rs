@@ -1,0 +1,464 @@
+//! Networks compiled for CPU inference: NHWC from end to end, BatchNorm folded into the
+//! convolutions, every layer one `rpn-kernels` call with its bias, residual and ReLU fused.
+//!
+//! A model describes its inference graph once, in its own file, with [`PlanBuilder`] (the same
+//! walk over its layers as its candle `forward`), and keeps the [`CpuPlan`] it compiles to.
+//! The plan is used only where it computes exactly what candle's path computes: a CPU `f32`
+//! input that tracks no gradient, every weight a plain tensor (a model holding `Var`s is being
+//! trained: its weights change between calls and its callers may want gradients) and BatchNorm
+//! in inference mode. Everything else — training, CUDA/Metal, `f16` — runs candle's ops through
+//! the same model code.
+//!
+//! Buffers: each value's buffer returns to a pool after its last use and is reused by later
+//! layers and later calls, so a forward pass allocates only what its peak needs, once.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::BatchNorm;
+use rpn_kernels::{Conv2d, Epilogue, Nhwc, Padding, Workers};
+
+use crate::conv::Conv;
+
+/// Whether models may use their compiled CPU plans: on unless `RPN_CPU_KERNELS=off` (or `0`),
+/// read once — for comparing the two paths, not for users.
+fn plans_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        !matches!(std::env::var("RPN_CPU_KERNELS").as_deref(), Ok("off" | "0" | "false"))
+    })
+}
+
+/// Whether `input` can go through a CPU plan (device, dtype, no gradient wanted).
+pub(crate) fn plan_applies(input: &Tensor) -> bool {
+    plans_enabled() && input.device().is_cpu() && input.dtype() == DType::F32 && !input.track_op()
+}
+
+/// A handle on one intermediate value of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Value(usize);
+
+/// How a max-pool pads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PoolPadding {
+    /// TF "same": computed from each input's size (bottom/right first).
+    TfSame,
+    /// Fixed padding.
+    Fixed(Padding),
+}
+
+#[derive(Debug)]
+enum Step {
+    Conv {
+        conv: usize,
+        input: Value,
+        residual: Option<Value>,
+        relu: bool,
+    },
+    MaxPool {
+        input: Value,
+        kernel: usize,
+        stride: usize,
+        padding: PoolPadding,
+    },
+    /// `large + upsample×2(small)`, written into `large`'s buffer.
+    UpsampleAdd {
+        small: Value,
+        large: Value,
+    },
+}
+
+/// Builds a [`CpuPlan`] layer by layer. Value 0 is the input image batch.
+#[derive(Debug, Default)]
+pub(crate) struct PlanBuilder {
+    convs: Vec<Conv2d>,
+    steps: Vec<Step>,
+    outputs: Vec<Value>,
+}
+
+/// The error that stops compiling a plan for a model whose weights include `Var`s (candle's
+/// error type cannot be downcast, so [`PlanCache`] recognises the message).
+const HOLDS_VARIABLES: &str = "the model holds variables (it is being trained): no CPU plan";
+
+impl PlanBuilder {
+    pub(crate) const INPUT: Value = Value(0);
+
+    fn push(&mut self, step: Step) -> Value {
+        self.steps.push(step);
+        Value(self.steps.len())
+    }
+
+    /// Adds a convolution made by [`PlanBuilder::conv_weights`] or
+    /// [`PlanBuilder::conv_bn_weights`]; returns its index, to apply it with [`PlanBuilder::apply`]
+    /// (once or many times: a head shared by the pyramid levels).
+    pub(crate) fn add_conv(&mut self, conv: Conv2d) -> usize {
+        self.convs.push(conv);
+        self.convs.len() - 1
+    }
+
+    /// `relu?(conv(input) + residual?)`.
+    pub(crate) fn apply(
+        &mut self,
+        conv: usize,
+        input: Value,
+        residual: Option<Value>,
+        relu: bool,
+    ) -> Value {
+        self.push(Step::Conv { conv, input, residual, relu })
+    }
+
+    /// Adds and applies a convolution in one go.
+    pub(crate) fn conv(
+        &mut self,
+        conv: Conv2d,
+        input: Value,
+        residual: Option<Value>,
+        relu: bool,
+    ) -> Value {
+        let index = self.add_conv(conv);
+        self.apply(index, input, residual, relu)
+    }
+
+    pub(crate) fn max_pool(
+        &mut self,
+        input: Value,
+        kernel: usize,
+        stride: usize,
+        padding: PoolPadding,
+    ) -> Value {
+        self.push(Step::MaxPool { input, kernel, stride, padding })
+    }
+
+    /// `large + upsample×2(small)`; `large` must not be used after this step.
+    pub(crate) fn upsample_add(&mut self, small: Value, large: Value) -> Value {
+        self.push(Step::UpsampleAdd { small, large })
+    }
+
+    /// Marks `value` as an output; [`CpuPlan::run`] returns outputs in marking order.
+    pub(crate) fn output(&mut self, value: Value) {
+        self.outputs.push(value);
+    }
+
+    /// A weight's values, or the [`HOLDS_VARIABLES`] error for a `Var` (its model is being trained).
+    fn tensor_values(&mut self, t: &Tensor) -> Result<Vec<f32>> {
+        if t.is_variable() {
+            return Err(candle_core::Error::Msg(HOLDS_VARIABLES.to_owned()));
+        }
+        statistic_values(t)
+    }
+
+    /// A candle convolution's weights (square or not), stride and symmetric padding.
+    pub(crate) fn conv_weights(&mut self, conv: &Conv) -> Result<Conv2d> {
+        let cfg = conv.0.config();
+        if cfg.dilation != 1 || cfg.groups != 1 {
+            candle_core::bail!("CPU plan: dilated or grouped convolutions are not supported")
+        }
+        let weight = conv.0.weight();
+        let (o, i, kh, kw) = weight.dims4()?;
+        let values = self.tensor_values(weight)?;
+        let bias = match conv.0.bias() {
+            Some(b) => Some(self.tensor_values(b)?),
+            None => None,
+        };
+        Conv2d::from_oihw(
+            &values,
+            [o, i, kh, kw],
+            bias.as_deref(),
+            cfg.stride,
+            Padding::symmetric(cfg.padding),
+        )
+        .map_err(kernel_error)
+    }
+
+    /// A convolution followed by an inference-mode BatchNorm, folded into one.
+    pub(crate) fn conv_bn_weights(&mut self, conv: &Conv, bn: &BatchNorm) -> Result<Conv2d> {
+        let folded = self.conv_weights(conv)?;
+        let channels = folded.out_channels();
+        let (gamma, beta) = match bn.weight_and_bias() {
+            Some((g, b)) => (self.tensor_values(g)?, self.tensor_values(b)?),
+            None => (vec![1.0; channels], vec![0.0; channels]),
+        };
+        // candle_nn keeps running statistics in `Var`s in every model; they change only in
+        // training or calibration, which clear the model's plan.
+        let mean = statistic_values(bn.running_mean())?;
+        let var = statistic_values(bn.running_var())?;
+        folded.fold_batch_norm(&gamma, &beta, &mean, &var, bn.eps()).map_err(kernel_error)
+    }
+
+    /// The plan.
+    pub(crate) fn finish(self) -> CpuPlan {
+        let values = self.steps.len() + 1;
+        // Index of the last step reading each value (outputs: never freed).
+        let mut last_use = vec![0usize; values];
+        for (s, step) in self.steps.iter().enumerate() {
+            let reads: &[Option<Value>] = &match *step {
+                Step::Conv { input, residual, .. } => [Some(input), residual],
+                Step::MaxPool { input, .. } => [Some(input), None],
+                Step::UpsampleAdd { small, large } => [Some(small), Some(large)],
+            };
+            for v in reads.iter().flatten() {
+                last_use[v.0] = s + 1;
+            }
+        }
+        for v in &self.outputs {
+            last_use[v.0] = usize::MAX;
+        }
+        CpuPlan {
+            convs: self.convs,
+            steps: self.steps,
+            outputs: self.outputs,
+            last_use,
+            workers: Workers::new(candle_core::utils::get_num_threads()),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+fn statistic_values(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}
+
+fn kernel_error(e: rpn_kernels::KernelError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// A compiled inference graph (see the module docs).
+#[derive(Debug)]
+pub(crate) struct CpuPlan {
+    convs: Vec<Conv2d>,
+    steps: Vec<Step>,
+    outputs: Vec<Value>,
+    last_use: Vec<usize>,
+    workers: Workers,
+    /// Buffers of freed values, reused by later steps and later calls.
+    pool: Mutex<Vec<Vec<f32>>>,
+}
+
+/// An NHWC buffer and its shape.
+pub(crate) type Activation = (Vec<f32>, Nhwc);
+
+impl CpuPlan {
+    /// A buffer of `len` values from the pool (contents unspecified: every kernel overwrites
+    /// all of its output).
+    fn buffer(&self, len: usize) -> Vec<f32> {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        // The smallest pooled buffer that is large enough, else the largest one grown.
+        let best = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity())
+            .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+        let mut buffer = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        buffer.resize(len, 0.0);
+        buffer.truncate(len);
+        buffer
+    }
+
+    fn recycle(&self, buffer: Vec<f32>) {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner).push(buffer);
+    }
+
+    /// Runs the plan on an NHWC batch; returns the marked outputs, in marking order.
+    pub(crate) fn run(&self, input: Vec<f32>, shape: Nhwc) -> Result<Vec<Activation>> {
+        let mut values: Vec<Option<Activation>> = Vec::with_capacity(self.steps.len() + 1);
+        values.push(Some((input, shape)));
+        values.resize_with(self.steps.len() + 1, || None);
+        let taken = |values: &[Option<Activation>], v: Value| -> Result<(usize, Nhwc)> {
+            match &values[v.0] {
+                Some((_, shape)) => Ok((v.0, *shape)),
+                None => candle_core::bail!("CPU plan: value {} used after it was freed", v.0),
+            }
+        };
+        for (s, step) in self.steps.iter().enumerate() {
+            let produced = match *step {
+                Step::Conv { conv, input, residual, relu } => {
+                    let conv = &self.convs[conv];
+                    let (i, in_shape) = taken(&values, input)?;
+                    let out_shape = conv.output_shape(in_shape).map_err(kernel_error)?;
+                    let mut out = self.buffer(out_shape.len().map_err(kernel_error)?);
+                    let residual = match residual {
+                        Some(r) => Some(taken(&values, r)?.0),
+                        None => None,
+                    };
+                    let data = |j: usize| values[j].as_ref().map_or(&[][..], |(d, _)| d.as_slice());
+                    let epilogue = Epilogue { residual: residual.map(data), relu };
+                    conv.forward(data(i), in_shape, epilogue, &mut out, &self.workers)
+                        .map_err(kernel_error)?;
+                    (out, out_shape)
+                }
+                Step::MaxPool { input, kernel, stride, padding } => {
+                    let (i, in_shape) = taken(&values, input)?;
+                    let padding = match padding {
+                        PoolPadding::TfSame => {
+                            Padding::tf_same(in_shape.height, in_shape.width, kernel, stride)
+                        }
+                        PoolPadding::Fixed(p) => p,
+                    };
+                    let out_shape = rpn_kernels::max_pool_shape(in_shape, kernel, stride, padding)
+                        .map_err(kernel_error)?;
+                    let mut out = self.buffer(out_shape.len().map_err(kernel_error)?);
+                    let data = values[i].as_ref().map_or(&[][..], |(d, _)| d.as_slice());
+                    rpn_kernels::max_pool(
+                        data,
+                        in_shape,
+                        kernel,
+                        stride,
+                        padding,
+                        &mut out,
+                        &self.workers,
+                    )
+                    .map_err(kernel_error)?;
+                    (out, out_shape)
+                }
+                Step::UpsampleAdd { small, large } => {
+                    let (si, small_shape) = taken(&values, small)?;
+                    let (li, _) = taken(&values, large)?;
+                    if self.last_use[li] != s + 1 {
+                        candle_core::bail!("CPU plan: upsample-add target {li} is read later")
+                    }
+                    let Some((mut target, target_shape)) = values[li].take() else {
+                        candle_core::bail!("CPU plan: value {li} used after it was freed")
+                    };
+                    let data = values[si].as_ref().map_or(&[][..], |(d, _)| d.as_slice());
+                    rpn_kernels::upsample2_add(
+                        data,
+                        small_shape,
+                        &mut target,
+                        target_shape,
+                        &self.workers,
+                    )
+                    .map_err(kernel_error)?;
+                    (target, target_shape)
+                }
+            };
+            values[s + 1] = Some(produced);
+            // Free what this step read for the last time (the input batch included).
+            for v in 0..=s {
+                if self.last_use[v] == s + 1 {
+                    if let Some((buffer, _)) = values[v].take() {
+                        self.recycle(buffer);
+                    }
+                }
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|v| match values[v.0].take() {
+                Some(a) => Ok(a),
+                None => candle_core::bail!("CPU plan: output {} was not computed", v.0),
+            })
+            .collect()
+    }
+}
+
+/// What a model knows about its plan.
+#[derive(Debug, Clone, Default)]
+enum Cached {
+    /// Not compiled yet (or cleared).
+    #[default]
+    Unknown,
+    Plan(Arc<CpuPlan>),
+    /// The model holds `Var`s: candle's path, always.
+    Training,
+}
+
+/// A model's plan, compiled on first use and kept; models holding `Var`s get none (see the
+/// module docs). Clones of a model share it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PlanCache(Arc<Mutex<Cached>>);
+
+impl PlanCache {
+    /// The cached plan, compiling it with `build` on first use; `None` for models in training.
+    pub(crate) fn get(
+        &self,
+        build: impl FnOnce() -> Result<CpuPlan>,
+    ) -> Result<Option<Arc<CpuPlan>>> {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Cached::Unknown = *slot {
+            *slot = match build() {
+                Ok(plan) => Cached::Plan(Arc::new(plan)),
+                Err(candle_core::Error::Msg(m)) if m == HOLDS_VARIABLES => Cached::Training,
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(match &*slot {
+            Cached::Plan(plan) => Some(Arc::clone(plan)),
+            _ => None,
+        })
+    }
+
+    /// Forgets the plan: the model's BatchNorm statistics are about to change.
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Cached::Unknown;
+    }
+}
+
+/// An NHWC activation as a candle tensor `[B, H, W, C]` (moves the buffer, no copy).
+pub(crate) fn to_tensor((data, shape): Activation) -> Result<Tensor> {
+    Tensor::from_vec(
+        data,
+        (shape.batch, shape.height, shape.width, shape.channels),
+        &candle_core::Device::Cpu,
+    )
+}
+
+/// Head outputs of several levels (`[B, H, W, k·per_anchor]` each) as Keras rows
+/// `[B, Σ H·W·k, per_anchor]`, levels concatenated per image: one copy, straight from NHWC.
+pub(crate) fn keras_rows(levels: &[Activation], per_anchor: usize) -> Result<Tensor> {
+    let Some(batch) = levels.first().map(|(_, s)| s.batch) else {
+        candle_core::bail!("CPU plan: no head outputs")
+    };
+    let per_image: usize = levels.iter().map(|(d, _)| d.len() / batch.max(1)).sum();
+    let mut rows = Vec::with_capacity(per_image * batch);
+    for b in 0..batch {
+        for (data, _) in levels {
+            let len = data.len() / batch.max(1);
+            rows.extend_from_slice(&data[b * len..(b + 1) * len]);
+        }
+    }
+    Tensor::from_vec(rows, (batch, per_image / per_anchor, per_anchor), &candle_core::Device::Cpu)
+}
+
+/// The NHWC input batch of a plan: `images` as a host vector and its shape.
+pub(crate) fn plan_input(images: &Tensor) -> Result<Activation> {
+    let (b, h, w, c) = images.dims4()?;
+    Ok((images.flatten_all()?.to_vec1()?, Nhwc::new(b, h, w, c)))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// `network` with random weights as plain tensors (so it compiles a plan): convolutions
+    /// scaled by `1/√fan_in`, γ near 1, small β/means/biases, variances in [0.5, 1.5).
+    pub(crate) fn random_model(network: &crate::Network) -> Result<crate::Model> {
+        let dev = Device::Cpu;
+        let mut tensors = HashMap::new();
+        for (name, dims) in network.tensor_shapes()? {
+            let t = if dims.len() == 4 {
+                let fan_in = (dims[1] * dims[2] * dims[3]) as f64;
+                (Tensor::randn(0f32, 1.0, dims.as_slice(), &dev)? / fan_in.sqrt())?
+            } else if name.ends_with("running_var") {
+                Tensor::rand(0.5f32, 1.5, dims.as_slice(), &dev)?
+            } else if name.ends_with("weight") {
+                (Tensor::randn(0f32, 0.1, dims.as_slice(), &dev)? + 1.0)?
+            } else {
+                Tensor::randn(0f32, 0.1, dims.as_slice(), &dev)?
+            };
+            tensors.insert(name, t);
+        }
+        network.build_from(tensors, &dev).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    /// `|actual − expected| ≤ 1e-4 · max(1, max |expected|)`, elementwise.
+    pub(crate) fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) -> Result<()> {
+        assert_eq!(actual.dims(), expected.dims(), "{what}");
+        let diff = (actual - expected)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let scale = expected.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+        assert!(diff <= 1e-4 * scale, "{what}: max difference {diff} at scale {scale}");
+        Ok(())
+    }
+}
