@@ -38,6 +38,9 @@ pub(crate) fn plan_applies(input: &Tensor) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Value(usize);
 
+/// A convolution and the inference-mode BatchNorm after it.
+pub(crate) type ConvBn<'a> = (&'a Conv, &'a BatchNorm);
+
 /// How a max-pool pads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum PoolPadding {
@@ -185,6 +188,72 @@ impl PlanBuilder {
         folded.fold_batch_norm(&gamma, &beta, &mean, &var, bn.eps()).map_err(kernel_error)
     }
 
+    /// `relu?(bn(conv(x)) + residual?)` with the inference BatchNorm folded into the convolution.
+    pub(crate) fn conv_bn(
+        &mut self,
+        (conv, bn): ConvBn<'_>,
+        x: Value,
+        residual: Option<Value>,
+        relu: bool,
+    ) -> Result<Value> {
+        let conv = self.conv_bn_weights(conv, bn)?;
+        Ok(self.conv(conv, x, residual, relu))
+    }
+
+    /// A ResNet bottleneck block, whichever ResNet stores it: `relu(c(b(a(x))) + shortcut(x))`,
+    /// every convolution followed by BatchNorm, `a` and `b` by ReLU; the shortcut is `x` itself
+    /// when `None`. The addition and the last ReLU are fused into `c`'s epilogue.
+    pub(crate) fn bottleneck(
+        &mut self,
+        x: Value,
+        [a, b, c]: [ConvBn<'_>; 3],
+        shortcut: Option<ConvBn<'_>>,
+    ) -> Result<Value> {
+        let y = self.conv_bn(a, x, None, true)?;
+        let y = self.conv_bn(b, y, None, true)?;
+        let shortcut = match shortcut {
+            Some(s) => self.conv_bn(s, x, None, false)?,
+            None => x,
+        };
+        self.conv_bn(c, y, Some(shortcut), true)
+    }
+
+    /// An FPN RPN head shared by every level of `pyramid`: the `trunk` convolutions (each
+    /// followed by ReLU), then `class` and `bbox` on the trunk's output. Marks the outputs that
+    /// [`PyramidOutputs::new`] reads: the levels, then the class maps, then the box maps.
+    pub(crate) fn pyramid_head(
+        &mut self,
+        pyramid: Vec<Value>,
+        trunk: &[&Conv],
+        class: &Conv,
+        bbox: &Conv,
+    ) -> Result<()> {
+        let trunk = trunk
+            .iter()
+            .map(|conv| {
+                let conv = self.conv_weights(conv)?;
+                Ok(self.add_conv(conv))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let class = self.conv_weights(class)?;
+        let class = self.add_conv(class);
+        let bbox = self.conv_weights(bbox)?;
+        let bbox = self.add_conv(bbox);
+        let (mut classes, mut boxes) = (Vec::new(), Vec::new());
+        for &level in &pyramid {
+            let mut t = level;
+            for &conv in &trunk {
+                t = self.apply(conv, t, None, true);
+            }
+            classes.push(self.apply(class, t, None, false));
+            boxes.push(self.apply(bbox, t, None, false));
+        }
+        for v in pyramid.into_iter().chain(classes).chain(boxes) {
+            self.output(v);
+        }
+        Ok(())
+    }
+
     /// The plan.
     pub(crate) fn finish(self) -> CpuPlan {
         let values = self.steps.len() + 1;
@@ -249,7 +318,6 @@ impl CpuPlan {
             .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
         let mut buffer = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
         buffer.resize(len, 0.0);
-        buffer.truncate(len);
         buffer
     }
 
@@ -399,6 +467,34 @@ pub(crate) fn to_tensor((data, shape): Activation) -> Result<Tensor> {
         (shape.batch, shape.height, shape.width, shape.channels),
         &candle_core::Device::Cpu,
     )
+}
+
+/// An NHWC activation as an NCHW tensor: a permuted view of the buffer, no copy.
+pub(crate) fn nchw_view(activation: Activation) -> Result<Tensor> {
+    to_tensor(activation)?.permute((0, 3, 1, 2))
+}
+
+/// The outputs of a plan that ended with [`PlanBuilder::pyramid_head`].
+pub(crate) struct PyramidOutputs {
+    /// The pyramid levels, NCHW views.
+    pub(crate) pyramid: Vec<Tensor>,
+    /// Each level's class map, NHWC.
+    pub(crate) classes: Vec<Activation>,
+    /// Each level's box map, NHWC.
+    pub(crate) boxes: Vec<Activation>,
+}
+
+impl PyramidOutputs {
+    pub(crate) fn new(outputs: Vec<Activation>) -> Result<Self> {
+        if !outputs.len().is_multiple_of(3) {
+            candle_core::bail!("CPU plan: {} outputs are not levels, classes, boxes", outputs.len())
+        }
+        let levels = outputs.len() / 3;
+        let mut outputs = outputs.into_iter();
+        let pyramid = outputs.by_ref().take(levels).map(nchw_view).collect::<Result<_>>()?;
+        let classes = outputs.by_ref().take(levels).collect();
+        Ok(Self { pyramid, classes, boxes: outputs.collect() })
+    }
 }
 
 /// Head outputs of several levels (`[B, H, W, k·per_anchor]` each) as Keras rows

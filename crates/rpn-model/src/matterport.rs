@@ -100,16 +100,8 @@ impl ConvBn {
         candle_core::ModuleT::forward_t(&self.bn, &self.conv.forward(x)?, false)
     }
 
-    /// The same layer in a CPU plan (BN folded into the convolution).
-    fn plan(
-        &self,
-        g: &mut PlanBuilder,
-        x: Value,
-        residual: Option<Value>,
-        relu: bool,
-    ) -> Result<Value> {
-        let conv = g.conv_bn_weights(&self.conv, &self.bn)?;
-        Ok(g.conv(conv, x, residual, relu))
+    fn parts(&self) -> cpu_plan::ConvBn<'_> {
+        (&self.conv, &self.bn)
     }
 }
 
@@ -161,16 +153,10 @@ impl Block {
         (y + shortcut)?.relu()
     }
 
-    /// The same block in a CPU plan: the shortcut's addition and the last ReLU are fused into
-    /// `branch2c`'s epilogue.
+    /// The same block in a CPU plan.
     fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
-        let y = self.a.plan(g, x, None, true)?;
-        let y = self.b.plan(g, y, None, true)?;
-        let shortcut = match &self.shortcut {
-            Some(s) => s.plan(g, x, None, false)?,
-            None => x,
-        };
-        self.c.plan(g, y, Some(shortcut), true)
+        let convs = [self.a.parts(), self.b.parts(), self.c.parts()];
+        g.bottleneck(x, convs, self.shortcut.as_ref().map(ConvBn::parts))
     }
 }
 
@@ -424,7 +410,7 @@ impl MatterportRpn {
     /// P2…P6, then the class logits of each level, then the deltas of each level.
     fn compile_plan(&self) -> Result<CpuPlan> {
         let mut g = PlanBuilder::default();
-        let x = self.stem.plan(&mut g, PlanBuilder::INPUT, None, true)?;
+        let x = g.conv_bn(self.stem.parts(), PlanBuilder::INPUT, None, true)?;
         let mut x = g.max_pool(x, 3, 2, PoolPadding::TfSame);
         let mut c = Vec::with_capacity(4);
         for stage in &self.stages {
@@ -451,37 +437,17 @@ impl MatterportRpn {
             pyramid.push(g.conv(conv, *m, None, false));
         }
         pyramid.push(g.max_pool(pyramid[3], 1, 2, PoolPadding::Fixed(rpn_kernels::Padding::VALID)));
-        let shared = g.conv_weights(&self.rpn_shared)?;
-        let shared = g.add_conv(shared);
-        let class = g.conv_weights(&self.rpn_class)?;
-        let class = g.add_conv(class);
-        let bbox = g.conv_weights(&self.rpn_bbox)?;
-        let bbox = g.add_conv(bbox);
-        let (mut classes, mut boxes) = (Vec::new(), Vec::new());
-        for &p in &pyramid {
-            let s = g.apply(shared, p, None, true);
-            classes.push(g.apply(class, s, None, false));
-            boxes.push(g.apply(bbox, s, None, false));
-        }
-        for v in pyramid.into_iter().chain(classes).chain(boxes) {
-            g.output(v);
-        }
+        g.pyramid_head(pyramid, &[&self.rpn_shared], &self.rpn_class, &self.rpn_bbox)?;
         Ok(g.finish())
     }
 
     fn forward_plan(&self, plan: &CpuPlan, images: &Tensor) -> Result<MatterportOutputs> {
         let (input, shape) = cpu_plan::plan_input(images)?;
-        let mut outputs = plan.run(input, shape)?.into_iter();
-        let pyramid = outputs
-            .by_ref()
-            .take(5)
-            .map(|p| cpu_plan::to_tensor(p)?.permute((0, 3, 1, 2)))
-            .collect::<Result<Vec<_>>>()?;
-        let classes: Vec<_> = outputs.by_ref().take(5).collect();
-        let logits = cpu_plan::keras_rows(&classes, 2)?;
-        let deltas = cpu_plan::keras_rows(&outputs.collect::<Vec<_>>(), 4)?;
+        let out = cpu_plan::PyramidOutputs::new(plan.run(input, shape)?)?;
+        let logits = cpu_plan::keras_rows(&out.classes, 2)?;
+        let deltas = cpu_plan::keras_rows(&out.boxes, 4)?;
         let probs = ops::softmax(&logits, D::Minus1)?;
-        Ok(MatterportOutputs { logits, probs, deltas, pyramid })
+        Ok(MatterportOutputs { logits, probs, deltas, pyramid: out.pyramid })
     }
 }
 

@@ -60,16 +60,8 @@ impl ConvBn {
         self.bn.forward_mode(&self.conv.forward(x)?, mode)
     }
 
-    /// The layer in a CPU plan (inference BN folded into the convolution).
-    fn plan(
-        &self,
-        g: &mut PlanBuilder,
-        x: Value,
-        residual: Option<Value>,
-        relu: bool,
-    ) -> Result<Value> {
-        let conv = g.conv_bn_weights(&self.conv, &self.bn.0)?;
-        Ok(g.conv(conv, x, residual, relu))
+    fn parts(&self) -> crate::cpu_plan::ConvBn<'_> {
+        (&self.conv, &self.bn.0)
     }
 }
 
@@ -109,15 +101,10 @@ impl Bottleneck {
         (y + shortcut)?.relu()
     }
 
-    /// The block in a CPU plan: shortcut addition and last ReLU fused into `c`'s epilogue.
+    /// The block in a CPU plan.
     fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
-        let y = self.a.plan(g, x, None, true)?;
-        let y = self.b.plan(g, y, None, true)?;
-        let shortcut = match &self.shortcut {
-            Some(s) => s.plan(g, x, None, false)?,
-            None => x,
-        };
-        self.c.plan(g, y, Some(shortcut), true)
+        let convs = [self.a.parts(), self.b.parts(), self.c.parts()];
+        g.bottleneck(x, convs, self.shortcut.as_ref().map(ConvBn::parts))
     }
 }
 
@@ -183,7 +170,7 @@ impl SeedResNet {
 
     /// The backbone in a CPU plan (inference mode), from `x`.
     pub(crate) fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
-        let mut x = self.stem.plan(g, x, None, true)?;
+        let mut x = g.conv_bn(self.stem.parts(), x, None, true)?;
         for block in self.stages.iter().flatten() {
             x = block.plan(g, x)?;
         }

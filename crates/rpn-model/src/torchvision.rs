@@ -92,16 +92,8 @@ impl ConvBn {
         candle_core::ModuleT::forward_t(&self.bn, &self.conv.forward(x)?, false)
     }
 
-    /// The layer in a CPU plan (frozen BN folded into the convolution).
-    fn plan(
-        &self,
-        g: &mut PlanBuilder,
-        x: Value,
-        residual: Option<Value>,
-        relu: bool,
-    ) -> Result<Value> {
-        let conv = g.conv_bn_weights(&self.conv, &self.bn)?;
-        Ok(g.conv(conv, x, residual, relu))
+    fn parts(&self) -> cpu_plan::ConvBn<'_> {
+        (&self.conv, &self.bn)
     }
 }
 
@@ -147,7 +139,7 @@ impl FpnConv {
                 let conv = g.conv_weights(c)?;
                 Ok(g.conv(conv, x, None, false))
             }
-            Self::Normed(c) => c.plan(g, x, None, false),
+            Self::Normed(c) => g.conv_bn(c.parts(), x, None, false),
         }
     }
 }
@@ -191,15 +183,10 @@ impl Bottleneck {
         (y + identity)?.relu()
     }
 
-    /// The block in a CPU plan: identity addition and last ReLU fused into `conv3`'s epilogue.
+    /// The block in a CPU plan.
     fn plan(&self, g: &mut PlanBuilder, x: Value) -> Result<Value> {
-        let y = self.convs[0].plan(g, x, None, true)?;
-        let y = self.convs[1].plan(g, y, None, true)?;
-        let identity = match &self.downsample {
-            Some(d) => d.plan(g, x, None, false)?,
-            None => x,
-        };
-        self.convs[2].plan(g, y, Some(identity), true)
+        let convs = [self.convs[0].parts(), self.convs[1].parts(), self.convs[2].parts()];
+        g.bottleneck(x, convs, self.downsample.as_ref().map(ConvBn::parts))
     }
 }
 
@@ -392,7 +379,7 @@ impl TorchvisionRpn {
     /// pyramid, then each level's objectness logits, then each level's deltas.
     fn compile_plan(&self) -> Result<CpuPlan> {
         let mut g = PlanBuilder::default();
-        let x = self.stem.plan(&mut g, PlanBuilder::INPUT, None, true)?;
+        let x = g.conv_bn(self.stem.parts(), PlanBuilder::INPUT, None, true)?;
         let pool = PoolPadding::Fixed(rpn_kernels::Padding::symmetric(1));
         let mut x = g.max_pool(x, 3, 2, pool);
         let mut c = Vec::with_capacity(self.layers.len());
@@ -416,49 +403,23 @@ impl TorchvisionRpn {
             2,
             PoolPadding::Fixed(rpn_kernels::Padding::VALID),
         ));
-        let head: Vec<usize> = self
-            .head_convs
-            .iter()
-            .map(|conv| {
-                let conv = g.conv_weights(conv)?;
-                Ok(g.add_conv(conv))
-            })
-            .collect::<Result<_>>()?;
-        let cls = g.conv_weights(&self.cls_logits)?;
-        let cls = g.add_conv(cls);
-        let bbox = g.conv_weights(&self.bbox_pred)?;
-        let bbox = g.add_conv(bbox);
-        let (mut logits, mut boxes) = (Vec::new(), Vec::new());
-        for &p in &pyramid {
-            let mut t = p;
-            for &conv in &head {
-                t = g.apply(conv, t, None, true);
-            }
-            logits.push(g.apply(cls, t, None, false));
-            boxes.push(g.apply(bbox, t, None, false));
-        }
-        for v in pyramid.into_iter().chain(logits).chain(boxes) {
-            g.output(v);
-        }
+        let trunk: Vec<&Conv> = self.head_convs.iter().collect();
+        g.pyramid_head(pyramid, &trunk, &self.cls_logits, &self.bbox_pred)?;
         Ok(g.finish())
     }
 
     fn forward_plan(&self, plan: &CpuPlan, images_nhwc: &Tensor) -> Result<TorchvisionOutputs> {
         let (input, shape) = cpu_plan::plan_input(images_nhwc)?;
-        let outputs = plan.run(input, shape)?;
-        let levels = outputs.len() / 3;
-        let mut outputs = outputs.into_iter();
-        let nchw = |a: cpu_plan::Activation| cpu_plan::to_tensor(a)?.permute((0, 3, 1, 2));
-        let pyramid = outputs.by_ref().take(levels).map(nchw).collect::<Result<Vec<_>>>()?;
-        let logits: Vec<_> = outputs.by_ref().take(levels).collect();
-        let boxes: Vec<_> = outputs.collect();
-        let objectness = cpu_plan::keras_rows(&logits, 1)?.squeeze(2)?;
-        let deltas = cpu_plan::keras_rows(&boxes, 4)?;
-        let per_level = logits
+        let out = cpu_plan::PyramidOutputs::new(plan.run(input, shape)?)?;
+        let objectness = cpu_plan::keras_rows(&out.classes, 1)?.squeeze(2)?;
+        let deltas = cpu_plan::keras_rows(&out.boxes, 4)?;
+        let per_level = out
+            .classes
             .into_iter()
-            .zip(boxes)
-            .map(|(l, b)| Ok((nchw(l)?, nchw(b)?)))
+            .zip(out.boxes)
+            .map(|(l, b)| Ok((cpu_plan::nchw_view(l)?, cpu_plan::nchw_view(b)?)))
             .collect::<Result<Vec<_>>>()?;
+        let pyramid = out.pyramid;
         Ok(TorchvisionOutputs { objectness, deltas, pyramid, per_level })
     }
 }
