@@ -79,9 +79,10 @@ pub(crate) struct PlanBuilder {
     outputs: Vec<Value>,
 }
 
-/// The error that stops compiling a plan for a model whose weights include `Var`s (candle's
-/// error type cannot be downcast, so [`PlanCache`] recognises the message).
-const HOLDS_VARIABLES: &str = "the model holds variables (it is being trained): no CPU plan";
+/// The error that stops compiling a plan for a model that must keep candle's path: weights that
+/// are `Var`s (it is being trained) or live on another device (candle's error type cannot be
+/// downcast, so [`PlanCache`] recognises the message).
+const NOT_PLANNABLE: &str = "the model holds variables or non-CPU weights: no CPU plan";
 
 impl PlanBuilder {
     pub(crate) const INPUT: Value = Value(0);
@@ -142,10 +143,12 @@ impl PlanBuilder {
         self.outputs.push(value);
     }
 
-    /// A weight's values, or the [`HOLDS_VARIABLES`] error for a `Var` (its model is being trained).
+    /// A weight's values, or the [`NOT_PLANNABLE`] error for a `Var` (its model is being
+    /// trained) or a weight off the CPU (a CUDA/Metal model given a host input must fail in
+    /// candle as before, not run silently on the CPU).
     fn tensor_values(&mut self, t: &Tensor) -> Result<Vec<f32>> {
-        if t.is_variable() {
-            return Err(candle_core::Error::Msg(HOLDS_VARIABLES.to_owned()));
+        if t.is_variable() || !t.device().is_cpu() {
+            return Err(candle_core::Error::Msg(NOT_PLANNABLE.to_owned()));
         }
         statistic_values(t)
     }
@@ -425,8 +428,8 @@ enum Cached {
     #[default]
     Unknown,
     Plan(Arc<CpuPlan>),
-    /// The model holds `Var`s: candle's path, always.
-    Training,
+    /// The model holds `Var`s or non-CPU weights: candle's path, always.
+    Candle,
 }
 
 /// A model's plan, compiled on first use and kept; models holding `Var`s get none (see the
@@ -444,7 +447,7 @@ impl PlanCache {
         if let Cached::Unknown = *slot {
             *slot = match build() {
                 Ok(plan) => Cached::Plan(Arc::new(plan)),
-                Err(candle_core::Error::Msg(m)) if m == HOLDS_VARIABLES => Cached::Training,
+                Err(candle_core::Error::Msg(m)) if m == NOT_PLANNABLE => Cached::Candle,
                 Err(e) => return Err(e),
             };
         }

@@ -477,4 +477,27 @@ mod tests {
         }
         Ok(())
     }
+
+    /// A model built on `Var`s (being trained) never gets a plan: its forward keeps candle's
+    /// ops, so gradients reach its weights.
+    #[test]
+    fn models_holding_vars_keep_candles_path() -> Result<()> {
+        let varmap = candle_nn::VarMap::new();
+        let vb =
+            VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+        let config = MatterportConfig {
+            width: 8,
+            pyramid_channels: 16,
+            rpn_channels: 16,
+            ..MatterportConfig::resnet50()
+        };
+        let model = MatterportRpn::new(&config, vb)?;
+        assert!(model.plan.get(|| model.compile_plan())?.is_none());
+        let images =
+            Tensor::zeros((1, 64, 64, 3), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+        let grads = model.forward_nhwc(&images)?.logits.sum_all()?.backward()?;
+        let vars = varmap.all_vars();
+        assert!(vars.iter().any(|v| grads.get(v).is_some()), "no gradient reached a weight");
+        Ok(())
+    }
 }
