@@ -32,18 +32,18 @@ impl Epilogue<'static> {
 /// A 2-D convolution with packed weights, ready to run on NHWC inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
-    kernel_h: usize,
-    kernel_w: usize,
-    in_channels: usize,
-    out_channels: usize,
-    stride: usize,
-    padding: Padding,
+    pub(crate) kernel_h: usize,
+    pub(crate) kernel_w: usize,
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: Padding,
     /// `[kh·kw·C, O]`, row `(ky·kw + kx)·C + c`.
-    packed: Vec<f32>,
+    pub(crate) packed: Vec<f32>,
     /// `[O]`.
-    bias: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
     /// Winograd F(2×2, 3×3) weights `[16, C, O]` for the 3×3 stride-1 layers that use it.
-    winograd: Option<Vec<f32>>,
+    pub(crate) winograd: Option<Vec<f32>>,
 }
 
 /// Output rows per block of work. Measured on 2 Zen cores (AVX2) over the GEMM shapes of a
@@ -53,8 +53,22 @@ pub struct Conv2d {
 const ROWS_PER_BLOCK: usize = 256;
 
 impl Conv2d {
-    /// From PyTorch/candle `[O, I, kh, kw]` weights and an optional `[O]` bias.
+    /// From PyTorch/candle `[O, I, kh, kw]` weights and an optional `[O]` bias; 3×3 stride-1
+    /// layers get their Winograd weights (see [`Conv2d::with_winograd`]).
     pub fn from_oihw(
+        weight: &[f32],
+        shape: [usize; 4],
+        bias: Option<&[f32]>,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self, KernelError> {
+        Ok(Self::from_oihw_gemm(weight, shape, bias, stride, padding)?.with_winograd(true))
+    }
+
+    /// As [`Conv2d::from_oihw`] without the Winograd weights: every shape runs as a GEMM over
+    /// gathered windows. What the gradients need (they never use the forward's Winograd weights),
+    /// without the cost of transforming them.
+    pub fn from_oihw_gemm(
         weight: &[f32],
         [out_channels, in_channels, kernel_h, kernel_w]: [usize; 4],
         bias: Option<&[f32]>,
@@ -105,7 +119,7 @@ impl Conv2d {
                 }
             }
         }
-        let conv = Self {
+        Ok(Self {
             kernel_h,
             kernel_w,
             in_channels,
@@ -115,8 +129,7 @@ impl Conv2d {
             packed,
             bias,
             winograd: None,
-        };
-        Ok(conv.with_winograd(true))
+        })
     }
 
     /// Whether a 3×3 stride-1 layer runs as Winograd F(2×2, 3×3) (`true` by default where it
@@ -208,7 +221,7 @@ impl Conv2d {
     }
 
     /// Whether the input rows are the windows (1×1, stride 1, no padding).
-    fn is_pointwise(&self) -> bool {
+    pub(crate) fn is_pointwise(&self) -> bool {
         self.kernel_h == 1
             && self.kernel_w == 1
             && self.stride == 1

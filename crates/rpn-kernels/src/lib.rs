@@ -33,7 +33,10 @@
 //! # Ok::<(), rpn_kernels::KernelError>(())
 //! ```
 
+mod batch_norm;
 mod conv;
+mod conv_grad;
+mod elementwise;
 mod error;
 mod gemm;
 mod peak;
@@ -42,7 +45,10 @@ mod shape;
 mod winograd;
 mod workers;
 
+pub use batch_norm::{batch_norm_train, batch_norm_train_backward, BatchMoments};
 pub use conv::{Conv2d, Epilogue};
+pub use conv_grad::ConvGradients;
+pub use elementwise::{add_relu, relu_backward};
 pub use error::KernelError;
 pub use peak::fma_peak_gflops;
 pub use pool::{max_pool, max_pool_shape, upsample2_add};

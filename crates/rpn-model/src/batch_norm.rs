@@ -210,15 +210,63 @@ impl Bn {
 
         // `[2, C]`: the batch's mean and biased variance, for the moving averages.
         let moments = x.apply_op1_no_bwd(&Moments)?;
-        let n = (batch * h * w) as f64;
-        let (mean, var) = (moments.get(0)?, moments.get(1)?);
+        self.update_moving_averages(moments.get(0)?, moments.get(1)?, batch * h * w)?;
+        Ok(y)
+    }
+
+    /// Moves the running statistics towards the batch's as candle_nn does (`momentum` is the new
+    /// batch's share), from its mean and biased variance over `count` values; the variance that
+    /// enters the average is the unbiased one, as in Keras' fused batch norm.
+    fn update_moving_averages(&self, mean: Tensor, variance: Tensor, count: usize) -> Result<()> {
+        let n = count as f64;
         let momentum = self.0.momentum();
         let update = |running: &Tensor, batch_value: Tensor| -> Result<()> {
             let next = ((running * (1.0 - momentum))? + (batch_value * momentum)?)?;
             Var::from_tensor(running)?.set(&next)
         };
         update(self.0.running_mean(), mean)?;
-        update(self.0.running_var(), (var * (n / (n - 1.0).max(1.0)))?)?;
+        update(self.0.running_var(), (variance * (n / (n - 1.0).max(1.0)))?)
+    }
+
+    /// Batch statistics on NHWC activations through the CPU kernels (ReLU fused if `relu`):
+    /// [`BatchNormMode::Train`] updates the moving statistics as [`ModuleT::forward_t`] does,
+    /// [`BatchNormMode::Calibrate`] folds them in as [`Bn::forward_mode`] does (no gradient
+    /// flows then). Inference mode is the CPU plan's job, not this one's.
+    pub(crate) fn batch_stats_nhwc(
+        &self,
+        x: &Tensor,
+        relu: bool,
+        mode: BatchNormMode,
+    ) -> Result<Tensor> {
+        let channels = x.dim(3)?;
+        let (gamma, beta) = match self.0.weight_and_bias() {
+            Some((g, b)) => (g.clone(), b.clone()),
+            None => (
+                Tensor::ones(channels, DType::F32, x.device())?,
+                Tensor::zeros(channels, DType::F32, x.device())?,
+            ),
+        };
+        let calibrating = matches!(mode, BatchNormMode::Calibrate { .. });
+        let (x, gamma, beta) = if calibrating {
+            (x.detach(), gamma.detach(), beta.detach())
+        } else {
+            (x.clone(), gamma, beta)
+        };
+        let (y, moments) = crate::train_ops::batch_norm(&x, &gamma, &beta, self.0.eps(), relu)?;
+        let to_tensor = |values: &[f64]| {
+            let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+            Tensor::from_vec(values, channels, x.device())
+        };
+        let (mean, variance) = (to_tensor(&moments.mean)?, to_tensor(&moments.variance)?);
+        match mode {
+            BatchNormMode::Train => self.update_moving_averages(mean, variance, moments.count)?,
+            BatchNormMode::Calibrate { batches_seen } => {
+                self.fold_calibration_batch(mean, variance, moments.count, batches_seen)?
+            }
+            BatchNormMode::Inference => {
+                candle_core::bail!("batch statistics asked for in inference mode")
+            }
+        }
         Ok(y)
     }
 }
@@ -233,21 +281,39 @@ impl Bn {
         }
     }
 
-    /// Tensor ops on any device: calibration is a few forward passes, not a hot loop.
-    fn calibrate(&self, x: &Tensor, batches_seen: usize) -> Result<Tensor> {
-        let x = x.detach();
-        let (batch, channels, h, w) = x.dims4()?;
-        let n = (batch * h * w) as f64;
-        let flat = x.transpose(0, 1)?.reshape((channels, batch * h * w))?;
-        let mean = flat.mean_keepdim(1)?;
-        let var = flat.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
+    /// Makes the moving statistics the equal-weight mean of this batch's (mean and biased
+    /// variance over `count` values; the unbiased variance enters) and the `batches_seen`
+    /// calibration batches before it.
+    fn fold_calibration_batch(
+        &self,
+        mean: Tensor,
+        variance: Tensor,
+        count: usize,
+        batches_seen: usize,
+    ) -> Result<()> {
+        let n = count as f64;
         let share = 1.0 / (batches_seen as f64 + 1.0);
         let fold = |running: &Tensor, batch_value: Tensor| -> Result<()> {
             let next = (running + ((batch_value - running)? * share)?)?;
             Var::from_tensor(running)?.set(&next)
         };
-        fold(self.0.running_mean(), mean.flatten_all()?)?;
-        fold(self.0.running_var(), (var.flatten_all()? * (n / (n - 1.0).max(1.0)))?)?;
+        fold(self.0.running_mean(), mean)?;
+        fold(self.0.running_var(), (variance * (n / (n - 1.0).max(1.0)))?)
+    }
+
+    /// Tensor ops on any device: calibration is a few forward passes, not a hot loop.
+    fn calibrate(&self, x: &Tensor, batches_seen: usize) -> Result<Tensor> {
+        let x = x.detach();
+        let (batch, channels, h, w) = x.dims4()?;
+        let flat = x.transpose(0, 1)?.reshape((channels, batch * h * w))?;
+        let mean = flat.mean_keepdim(1)?;
+        let var = flat.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
+        self.fold_calibration_batch(
+            mean.flatten_all()?,
+            var.flatten_all()?,
+            batch * h * w,
+            batches_seen,
+        )?;
         let shape = (1, channels, 1, 1);
         let inv_std = (var.reshape(shape)? + self.0.eps())?.sqrt()?.recip()?;
         let y = x.broadcast_sub(&mean.reshape(shape)?)?.broadcast_mul(&inv_std)?;

@@ -22,7 +22,7 @@ use crate::conv::Conv;
 
 /// Whether models may use their compiled CPU plans: on unless `RPN_CPU_KERNELS=off` (or `0`),
 /// read once — for comparing the two paths, not for users.
-fn plans_enabled() -> bool {
+pub(crate) fn plans_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
         !matches!(std::env::var("RPN_CPU_KERNELS").as_deref(), Ok("off" | "0" | "false"))
@@ -290,7 +290,7 @@ fn statistic_values(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
 }
 
-fn kernel_error(e: rpn_kernels::KernelError) -> candle_core::Error {
+pub(crate) fn kernel_error(e: rpn_kernels::KernelError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 

@@ -88,6 +88,20 @@ impl SeedRpnHead {
         Ok(RpnOutputs { logits, probs, deltas })
     }
 
+    /// [`SeedRpnHead::forward`] on NHWC features through the CPU training kernels: the NHWC
+    /// outputs are already in Keras' row order, so the rows are a reshape, not a copy.
+    pub(crate) fn train_nhwc(&self, features: &Tensor) -> Result<RpnOutputs> {
+        let shared = crate::train_ops::conv(features, &self.shared.0)?;
+        let rows = |t: Tensor, per_anchor: usize| -> Result<Tensor> {
+            let (b, h, w, c) = t.dims4()?;
+            t.reshape((b, h * w * (c / per_anchor), per_anchor))
+        };
+        let logits = rows(crate::train_ops::conv(&shared, &self.class_raw.0)?, 2)?;
+        let probs = ops::softmax_last_dim(&logits)?;
+        let deltas = rows(crate::train_ops::conv(&shared, &self.bbox.0)?, 4)?;
+        Ok(RpnOutputs { logits, probs, deltas })
+    }
+
     /// The head in a CPU plan on `features`; returns (class logits, deltas), NHWC.
     pub(crate) fn plan(&self, g: &mut PlanBuilder, features: Value) -> Result<(Value, Value)> {
         let shared = g.conv_weights(&self.shared)?;

@@ -33,6 +33,7 @@ mod pool;
 mod resnet;
 mod roi_align;
 mod torchvision;
+mod train_ops;
 mod vgg;
 
 pub use batch_norm::BatchNormMode;
@@ -122,8 +123,11 @@ impl SeedRpn {
     ///
     /// In inference mode, on the CPU, for `f32` inputs without gradients and a model whose
     /// weights are plain tensors (not `Var`s), this runs the compiled CPU plan (NHWC kernels,
-    /// BN folded); otherwise candle's ops. Training and calibration change the BN statistics,
-    /// so they drop the plan (it is compiled again on the next inference call).
+    /// BN folded); otherwise candle's ops. In training and calibration modes on the CPU (`f32`)
+    /// the layers run as `rpn-kernels` custom ops on NHWC activations, differentiable through
+    /// candle's autograd.
+    /// Training and calibration change the BN statistics, so they drop the plan (it is
+    /// compiled again on the next inference call).
     pub fn forward_nhwc_mode(&self, images: &Tensor, mode: BatchNormMode) -> Result<RpnOutputs> {
         if images.rank() != 4 {
             candle_core::bail!("expected NHWC images [B, H, W, C], got shape {:?}", images.dims())
@@ -135,6 +139,9 @@ impl SeedRpn {
         }
         if mode != BatchNormMode::Inference {
             self.plan.clear();
+            if train_ops::applies(images) {
+                return self.head.train_nhwc(&self.backbone.batch_stats_nhwc(images, mode)?);
+            }
         } else if cpu_plan::plan_applies(images) {
             if let Some(plan) = self.plan.get(|| self.compile_plan())? {
                 return self.forward_plan(&plan, images);
@@ -189,6 +196,98 @@ mod tests {
         cpu_plan::tests::assert_close("logits", &fast.logits, &slow.logits)?;
         cpu_plan::tests::assert_close("probs", &fast.probs, &slow.probs)?;
         cpu_plan::tests::assert_close("deltas", &fast.deltas, &slow.deltas)?;
+        Ok(())
+    }
+
+    /// Seed 001's training-mode forward pass through the NHWC kernels against candle's NCHW ops:
+    /// outputs, every parameter's gradient and the updated moving statistics; then the
+    /// calibration mode's moving statistics. Two models with the same weights, one per path.
+    #[test]
+    fn nhwc_training_path_matches_candle() -> Result<()> {
+        use candle_core::{DType, Device, Var};
+        use candle_nn::VarMap;
+        let dev = Device::Cpu;
+        let network =
+            Network::SeedRpn { backbone: SeedResNetConfig::seed001(), anchors_per_cell: 9 };
+        let build = |varmap: &VarMap| -> Result<SeedRpn> {
+            let Model::SeedRpn(model) =
+                network.build(VarBuilder::from_varmap(varmap, DType::F32, &dev))?
+            else {
+                unreachable!()
+            };
+            Ok(model)
+        };
+        let (kernels, candle) = (VarMap::new(), VarMap::new());
+        let (fast, slow) = (build(&kernels)?, build(&candle)?);
+        let vars = |varmap: &VarMap| -> Vec<(String, Var)> {
+            let mut vars: Vec<_> = varmap.data().lock().map_or_else(
+                |_| Vec::new(),
+                |d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            );
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            vars
+        };
+        // Random statistics and weights away from the initialisation, the same in both.
+        for ((name, a), (_, b)) in vars(&kernels).iter().zip(&vars(&candle)) {
+            let value = if name.ends_with("running_var") {
+                Tensor::rand(0.5f32, 1.5, a.shape(), &dev)?
+            } else {
+                (Tensor::randn(0f32, 0.2, a.shape(), &dev)? + a.as_tensor())?
+            };
+            a.set(&value)?;
+            b.set(&value)?;
+        }
+        let images = Tensor::randn(0f32, 1.0, (3, 16, 24, 3), &dev)?;
+        let out_fast = fast.forward_nhwc_mode(&images, BatchNormMode::Train)?;
+        let out_slow = slow.forward_candle(&images, BatchNormMode::Train)?;
+        let probe_logits = Tensor::randn(0f32, 1.0, out_slow.logits.shape(), &dev)?;
+        let probe_deltas = Tensor::randn(0f32, 1.0, out_slow.deltas.shape(), &dev)?;
+        let loss = |out: &RpnOutputs| -> Result<Tensor> {
+            (out.logits.mul(&probe_logits)?.sum_all()?
+                + out.deltas.mul(&probe_deltas)?.sum_all()?)
+        };
+        let (grads_fast, grads_slow) = (loss(&out_fast)?.backward()?, loss(&out_slow)?.backward()?);
+        cpu_plan::tests::assert_close("logits", &out_fast.logits, &out_slow.logits)?;
+        cpu_plan::tests::assert_close("deltas", &out_fast.deltas, &out_slow.deltas)?;
+        for ((name, a), (_, b)) in vars(&kernels).iter().zip(&vars(&candle)) {
+            if name.starts_with("backbone") && name.contains("running") {
+                cpu_plan::tests::assert_close(name, a.as_tensor(), b.as_tensor())?;
+                continue;
+            }
+            match (grads_fast.get(a), grads_slow.get(b)) {
+                // A bias before a training-mode BatchNorm gets Σ dx of the BatchNorm, zero up to
+                // rounding on both paths: compare it with the scale of its weight's gradient.
+                (Some(ga), Some(gb))
+                    if name.starts_with("backbone") && name.ends_with("conv.bias") =>
+                {
+                    let weight = vars(&kernels)
+                        .into_iter()
+                        .find(|(n, _)| *n == name.replace("bias", "weight"))
+                        .and_then(|(_, w)| grads_fast.get(&w).cloned());
+                    let scale = match weight {
+                        Some(w) => w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?,
+                        None => panic!("{name}: no weight gradient"),
+                    };
+                    for g in [ga, gb] {
+                        let worst = g.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                        assert!(
+                            worst <= 1e-3 * scale,
+                            "{name}: {worst} vs weight gradient {scale}"
+                        );
+                    }
+                }
+                (Some(ga), Some(gb)) => cpu_plan::tests::assert_close(name, ga, gb)?,
+                other => panic!("{name}: gradient present on one path only: {other:?}"),
+            }
+        }
+        for batches_seen in 0..2 {
+            let mode = BatchNormMode::Calibrate { batches_seen };
+            fast.forward_nhwc_mode(&images, mode)?;
+            slow.forward_candle(&images, mode)?;
+        }
+        for ((name, a), (_, b)) in vars(&kernels).iter().zip(&vars(&candle)) {
+            cpu_plan::tests::assert_close(name, a.as_tensor(), b.as_tensor())?;
+        }
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use candle_nn::{batch_norm, BatchNormConfig, Conv2dConfig, VarBuilder};
 use crate::batch_norm::{BatchNormMode, Bn};
 use crate::conv::{conv2d, Conv};
 use crate::cpu_plan::{PlanBuilder, Value};
+use crate::train_ops;
 
 use crate::{KERAS_BN_EPS, KERAS_BN_UPDATE};
 
@@ -60,6 +61,11 @@ impl ConvBn {
         self.bn.forward_mode(&self.conv.forward(x)?, mode)
     }
 
+    /// Batch-statistics `mode` on NHWC activations through the CPU kernels, ReLU fused if `relu`.
+    fn batch_stats_nhwc(&self, x: &Tensor, relu: bool, mode: BatchNormMode) -> Result<Tensor> {
+        self.bn.batch_stats_nhwc(&train_ops::conv(x, &self.conv.0)?, relu, mode)
+    }
+
     fn parts(&self) -> crate::cpu_plan::ConvBn<'_> {
         (&self.conv, &self.bn.0)
     }
@@ -99,6 +105,18 @@ impl Bottleneck {
             None => x.clone(),
         };
         (y + shortcut)?.relu()
+    }
+
+    /// [`Bottleneck::forward_mode`] in a batch-statistics mode on NHWC activations (CPU kernels).
+    fn batch_stats_nhwc(&self, x: &Tensor, mode: BatchNormMode) -> Result<Tensor> {
+        let y = self.a.batch_stats_nhwc(x, true, mode)?;
+        let y = self.b.batch_stats_nhwc(&y, true, mode)?;
+        let y = self.c.batch_stats_nhwc(&y, false, mode)?;
+        let shortcut = match &self.shortcut {
+            Some(s) => s.batch_stats_nhwc(x, false, mode)?,
+            None => x.clone(),
+        };
+        train_ops::add_relu(&y, &shortcut)
     }
 
     /// The block in a CPU plan.
@@ -164,6 +182,17 @@ impl SeedResNet {
         let mut x = self.stem.forward_mode(x, mode)?.relu()?;
         for block in self.stages.iter().flatten() {
             x = block.forward_mode(&x, mode)?;
+        }
+        Ok(x)
+    }
+
+    /// [`SeedResNet::forward_mode`] on NHWC images through the CPU kernels, NHWC out, for the
+    /// modes that use batch statistics (training and calibration); gradients are computed by
+    /// `rpn-kernels` (see `train_ops`).
+    pub(crate) fn batch_stats_nhwc(&self, images: &Tensor, mode: BatchNormMode) -> Result<Tensor> {
+        let mut x = self.stem.batch_stats_nhwc(images, true, mode)?;
+        for block in self.stages.iter().flatten() {
+            x = block.batch_stats_nhwc(&x, mode)?;
         }
         Ok(x)
     }
