@@ -36,5 +36,41 @@ fn convolutions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, convolutions);
+/// Seed 001's training layers (batch 20, 32×32 maps): forward, input and weight gradients.
+fn training(c: &mut Criterion) {
+    let workers = Workers::new(2);
+    let mut group = c.benchmark_group("train");
+    group.sample_size(10);
+    // (name, side, in, out, kernel, stride)
+    for (name, side, i, o, k, s) in [
+        ("head_3x3_256_256", 32, 256, 256, 3, 1),
+        ("block_3x3_64_64", 32, 64, 64, 3, 1),
+        ("block_1x1_64_256", 32, 64, 256, 1, 1),
+        ("block_1x1s2_64_64", 64, 64, 64, 1, 2),
+    ] {
+        let shape = Nhwc::new(20, side, side, i);
+        let input: Vec<f32> =
+            (0..shape.len().unwrap_or(0)).map(|v| (v % 13) as f32 * 0.01).collect();
+        let weight: Vec<f32> = (0..o * i * k * k).map(|v| (v % 7) as f32 * 0.01).collect();
+        let pad = Padding::symmetric(k / 2);
+        let Ok(conv) = Conv2d::from_oihw(&weight, [o, i, k, k], None, s, pad) else { continue };
+        let Ok(out_shape) = conv.output_shape(shape) else { continue };
+        let mut out = vec![0f32; out_shape.len().unwrap_or(0)];
+        let mut grad_in = vec![0f32; input.len()];
+        let flops = (2 * out_shape.pixels().unwrap_or(0) * conv.macs_per_pixel()) as u64;
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(format!("{name}_forward"), |b| {
+            b.iter(|| conv.forward(&input, shape, Epilogue::LINEAR, &mut out, &workers))
+        });
+        group.bench_function(format!("{name}_input_grad"), |b| {
+            b.iter(|| conv.backward_input(&out, shape, &mut grad_in, &workers))
+        });
+        group.bench_function(format!("{name}_weight_grad"), |b| {
+            b.iter(|| conv.backward_weights(&input, shape, &out, &workers))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, convolutions, training);
 criterion_main!(benches);

@@ -159,22 +159,24 @@ pub fn batch_norm_train_backward(
         });
     }
     let mean: Vec<f32> = moments.mean.iter().map(|&m| m as f32).collect();
-    let gradient = |at: usize| -> f32 {
-        if relu && y[at] <= 0.0 {
-            0.0
-        } else {
-            dy[at]
-        }
-    };
-    // [Σg | Σg·(x − μ)] per channel.
+    // The ReLU's gradient mask: `dy` where the output is positive (all of it without a ReLU).
+    let masked = |y: f32, dy: f32| if relu && y <= 0.0 { 0.0 } else { dy };
+    // [Σg | Σg·(x − μ)] per channel; zipped row slices so that the loops vectorise.
     let sums = chunked_sums(rows, 2 * c, workers, |first, count, acc| {
         let (sum_g, sum_gx) = acc.split_at_mut(c);
-        for row in first..first + count {
-            let at = row * c;
-            for ch in 0..c {
-                let g = gradient(at + ch);
-                sum_g[ch] += g;
-                sum_gx[ch] += g * (x[at + ch] - mean[ch]);
+        let range = first * c..(first + count) * c;
+        let rows = x[range.clone()]
+            .chunks_exact(c)
+            .zip(y[range.clone()].chunks_exact(c))
+            .zip(dy[range].chunks_exact(c));
+        for ((x_row, y_row), dy_row) in rows {
+            let channels = sum_g.iter_mut().zip(sum_gx.iter_mut()).zip(&mean);
+            for ((((sg, sgx), m), (&xv, &yv)), &d) in
+                channels.zip(x_row.iter().zip(y_row)).zip(dy_row)
+            {
+                let g = masked(yv, d);
+                *sg += g;
+                *sgx += g * (xv - m);
             }
         }
     });
@@ -192,12 +194,19 @@ pub fn batch_norm_train_backward(
         // mean(g·x̂)·x̂ = (x − μ) · Σg(x − μ)/(n σ²).
         proj[ch] = (sum_gx / n * inv_std[ch] * inv_std[ch]) as f32;
     }
+    let per_channel: Vec<[f32; 4]> =
+        (0..c).map(|ch| [k[ch], mean_g[ch], mean[ch], proj[ch]]).collect();
     workers.for_each_block(dx, c, CHUNK_ROWS, |first, block, _| {
-        for (r, out_row) in block.chunks_exact_mut(c).enumerate() {
-            let at = (first + r) * c;
-            for (ch, o) in out_row.iter_mut().enumerate() {
-                let g = gradient(at + ch);
-                *o = k[ch] * (g - mean_g[ch] - (x[at + ch] - mean[ch]) * proj[ch]);
+        let range = first * c..first * c + block.len();
+        let rows = block
+            .chunks_exact_mut(c)
+            .zip(x[range.clone()].chunks_exact(c))
+            .zip(y[range.clone()].chunks_exact(c))
+            .zip(dy[range].chunks_exact(c));
+        for (((out_row, x_row), y_row), dy_row) in rows {
+            let values = out_row.iter_mut().zip(x_row).zip(y_row).zip(dy_row);
+            for ((((o, &xv), &yv), &d), &[k, mean_g, m, proj]) in values.zip(&per_channel) {
+                *o = k * (masked(yv, d) - mean_g - (xv - m) * proj);
             }
         }
     });

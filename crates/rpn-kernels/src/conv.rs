@@ -136,15 +136,21 @@ impl Conv2d {
     /// applies: both channel counts ≥ 16, below which the transforms cost more than they save)
     /// or as a plain GEMM over gathered windows. Other shapes ignore the setting.
     pub fn with_winograd(mut self, enabled: bool) -> Self {
-        let applies = self.kernel_h == 3
-            && self.kernel_w == 3
-            && self.stride == 1
-            && self.in_channels >= 16
-            && self.out_channels >= 16;
+        let applies = self.winograd_applies();
         self.winograd = (enabled && applies).then(|| {
             winograd::transform_weights(&self.packed, self.in_channels, self.out_channels)
         });
         self
+    }
+
+    /// Whether the layer's shape suits Winograd F(2×2, 3×3): 3×3, stride 1, ≥ 16 channels in
+    /// and out.
+    pub(crate) fn winograd_applies(&self) -> bool {
+        self.kernel_h == 3
+            && self.kernel_w == 3
+            && self.stride == 1
+            && self.in_channels >= 16
+            && self.out_channels >= 16
     }
 
     /// Whether [`Conv2d::forward`] runs Winograd F(2×2, 3×3).
@@ -306,7 +312,14 @@ impl Conv2d {
 
     /// Writes the windows of output rows `first_row..` into `windows` (`[rows, kh·kw·C]`),
     /// zeros where a tap falls in the padding.
-    fn gather(&self, input: &[f32], shape: Nhwc, out: Nhwc, first_row: usize, windows: &mut [f32]) {
+    pub(crate) fn gather(
+        &self,
+        input: &[f32],
+        shape: Nhwc,
+        out: Nhwc,
+        first_row: usize,
+        windows: &mut [f32],
+    ) {
         let c = self.in_channels;
         let (kh, kw, s) = (self.kernel_h, self.kernel_w, self.stride);
         let (top, left) = (self.padding.top, self.padding.left);

@@ -8,19 +8,24 @@
 //!   runs through [`Conv2d::forward`] (Winograd included for 3×3 layers). Other strides multiply
 //!   `dy · Wᵀ` in blocks of rows and add each window back onto the pixels it came from, one image
 //!   per thread (windows of different images never overlap, so no two threads add to one pixel).
-//! - **weight gradient** `dW = windows(x)ᵀ · dy`, a reduction over all `M` pixels. The `K` rows of
-//!   `dW` are cut into fixed units; each unit is computed by one thread over all pixels in a fixed
-//!   order of chunks (its own columns of the windows gathered chunk by chunk), so the reduction is
-//!   never split between threads and the bits do not depend on the thread count.
+//! - **weight gradient** `dW = windows(x)ᵀ · dy`, a reduction over all `M` pixels, cut into at
+//!   most 8 fixed parts of pixels; each part is computed whole by one thread (windows gathered
+//!   chunk by chunk, one GEMM per chunk accumulating into the part's own `K × O` buffer) and the
+//!   parts are added in order, so the bits do not depend on the thread count. Layers that run
+//!   Winograd forward do the same in Winograd's transformed domain (16 GEMMs per block of tiles,
+//!   2.25× fewer multiply-adds; see `winograd.rs`).
 //! - **bias gradient** `db = Σ dy` over pixels (f32 sums per chunk of rows, f64 across chunks).
 
 use crate::gemm::{matmul_views, MatRef};
-use crate::{Conv2d, Epilogue, KernelError, Nhwc, Padding, Workers};
+use crate::{winograd, Conv2d, Epilogue, KernelError, Nhwc, Padding, Workers};
 
 /// Output rows per GEMM in the strided input gradient.
 const INPUT_GRAD_ROWS: usize = 256;
-/// Pixels per chunk of the weight gradient's reduction (gathered `[chunk, unit]` stays in L2).
+/// Pixels per GEMM of the weight gradient's reduction.
 const WEIGHT_GRAD_CHUNK: usize = 512;
+/// At most this many partial weight gradients (each `K × O`) are summed: enough to keep every
+/// core busy, few enough to bound their memory.
+const MAX_PARTS: usize = 8;
 /// Pixels per partial sum of the bias gradient.
 const BIAS_GRAD_CHUNK: usize = 256;
 
@@ -145,7 +150,8 @@ impl Conv2d {
     }
 
     /// `∂loss/∂W` and `∂loss/∂b` from the layer's input `x` (shape `input`) and
-    /// `grad_out = ∂loss/∂y`.
+    /// `grad_out = ∂loss/∂y`. Layers that run Winograd forward (3×3, stride 1, ≥ 16 channels)
+    /// compute it in Winograd's transformed domain too.
     pub fn backward_weights(
         &self,
         x: &[f32],
@@ -156,33 +162,15 @@ impl Conv2d {
         input.check("convolution input", x)?;
         let out = self.output_shape(input)?;
         out.check("output gradient", grad_out)?;
-        let (window, n) = (self.packed.len() / self.out_channels, self.out_channels);
-        let pixels = out.pixels()?;
-        // dW in the packed `[K, O]` layout, one unit of K rows per job.
-        let mut packed_grad = vec![0f32; window * n];
-        let unit = if window <= 128 { 32 } else { 128 };
-        let pointwise = self.is_pointwise();
-        let dy_all = MatRef::row_major(grad_out, n);
-        workers.for_each_block(&mut packed_grad, n, unit, |k0, block, scratch| {
-            let ku = block.len() / n;
-            block.fill(0.0);
-            let mut first = 0;
-            while first < pixels {
-                let rows = WEIGHT_GRAD_CHUNK.min(pixels - first);
-                let dy = MatRef { data: &grad_out[first * n..], ..dy_all };
-                let windows_t = if pointwise {
-                    // The windows are the input rows: columns k0.. of rows first.., transposed.
-                    MatRef { data: &x[first * window + k0..], row_stride: 1, col_stride: window }
-                } else {
-                    scratch.resize(rows * ku, 0.0);
-                    self.gather_columns(x, input, out, first, k0, ku, &mut scratch[..rows * ku]);
-                    MatRef::transposed(&scratch[..rows * ku], ku)
-                };
-                matmul_views(ku, rows, n, windows_t, dy, block, true);
-                first += rows;
-            }
-        });
-        let (o, c, taps) = (n, self.in_channels, self.kernel_h * self.kernel_w);
+        let (c, o, taps) = (self.in_channels, self.out_channels, self.kernel_h * self.kernel_w);
+        // dW in the packed `[K, O]` layout.
+        let packed_grad = if out.is_empty() {
+            vec![0f32; taps * c * o]
+        } else if self.winograd_applies() {
+            self.weight_grad_winograd(x, input, out, grad_out, workers)
+        } else {
+            self.weight_grad_gemm(x, input, out, grad_out, workers)?
+        };
         let mut weight_oihw = vec![0f32; packed_grad.len()];
         for out_channel in 0..o {
             for in_channel in 0..c {
@@ -192,47 +180,93 @@ impl Conv2d {
                 }
             }
         }
-        Ok(ConvGradients { weight_oihw, bias: column_sums(grad_out, n) })
+        Ok(ConvGradients { weight_oihw, bias: column_sums(grad_out, o) })
     }
 
-    /// Columns `k0 .. k0 + ku` of the windows of output rows `first..`, into `dst`
-    /// (`[rows, ku]`); zeros where a tap falls in the padding.
-    #[allow(clippy::too_many_arguments)]
-    fn gather_columns(
+    /// `windowsᵀ · dy` over fixed parts of the pixels, windows gathered chunk by chunk.
+    fn weight_grad_gemm(
         &self,
         x: &[f32],
         input: Nhwc,
         out: Nhwc,
-        first: usize,
-        k0: usize,
-        ku: usize,
-        dst: &mut [f32],
-    ) {
-        let c = self.in_channels;
-        let (kw, s) = (self.kernel_w, self.stride);
-        let (top, left) = (self.padding.top, self.padding.left);
-        let rows_per_image = out.height * out.width;
-        for (r, row) in dst.chunks_exact_mut(ku).enumerate() {
-            let pixel = first + r;
-            let (b, p) = (pixel / rows_per_image, pixel % rows_per_image);
-            let (oy, ox) = (p / out.width, p % out.width);
-            let mut column = k0;
-            while column < k0 + ku {
-                let (tap, channel) = (column / c, column % c);
-                let len = (c - channel).min(k0 + ku - column);
-                let segment = &mut row[column - k0..column - k0 + len];
-                let iy = (oy * s + tap / kw).wrapping_sub(top);
-                let ix = (ox * s + tap % kw).wrapping_sub(left);
-                if iy < input.height && ix < input.width {
-                    let at = ((b * input.height + iy) * input.width + ix) * c + channel;
-                    segment.copy_from_slice(&x[at..at + len]);
+        grad_out: &[f32],
+        workers: &Workers,
+    ) -> Result<Vec<f32>, KernelError> {
+        let (window, n) = (self.packed.len() / self.out_channels, self.out_channels);
+        let pixels = out.pixels()?;
+        let parts = pixels.div_ceil(WEIGHT_GRAD_CHUNK * 4).clamp(1, MAX_PARTS);
+        let part_pixels = pixels.div_ceil(parts).next_multiple_of(WEIGHT_GRAD_CHUNK);
+        let pointwise = self.is_pointwise();
+        Ok(sum_of_parts(parts, window * n, workers, |part, acc, scratch| {
+            let end = ((part + 1) * part_pixels).min(pixels);
+            let mut first = part * part_pixels;
+            while first < end {
+                let rows = WEIGHT_GRAD_CHUNK.min(end - first);
+                let dy = MatRef::row_major(&grad_out[first * n..(first + rows) * n], n);
+                let windows_t = if pointwise {
+                    // The windows are the input rows themselves.
+                    MatRef::transposed(&x[first * window..(first + rows) * window], window)
                 } else {
-                    segment.fill(0.0);
-                }
-                column += len;
+                    scratch.resize(rows * window, 0.0);
+                    self.gather(x, input, out, first, &mut scratch[..rows * window]);
+                    MatRef::transposed(&scratch[..rows * window], window)
+                };
+                matmul_views(window, rows, n, windows_t, dy, acc, true);
+                first += rows;
             }
+        }))
+    }
+
+    /// Winograd F(2×2, 3×3)'s weight gradient over fixed parts of the tile blocks.
+    fn weight_grad_winograd(
+        &self,
+        x: &[f32],
+        input: Nhwc,
+        out: Nhwc,
+        grad_out: &[f32],
+        workers: &Workers,
+    ) -> Vec<f32> {
+        let (c, o) = (self.in_channels, self.out_channels);
+        let gradient = winograd::WeightGradient {
+            layer: winograd::Layer {
+                input: x,
+                shape: input,
+                out,
+                top: self.padding.top,
+                left: self.padding.left,
+                weights: &[],
+            },
+            grad_out,
+        };
+        let blocks = gradient.blocks();
+        let parts = blocks.len().clamp(1, MAX_PARTS);
+        let per_part = blocks.len().div_ceil(parts);
+        let u = sum_of_parts(parts, 16 * c * o, workers, |part, acc, scratch| {
+            for &block in blocks.iter().skip(part * per_part).take(per_part) {
+                gradient.accumulate(block, acc, scratch);
+            }
+        });
+        winograd::untransform_weight_grad(&u, c, o)
+    }
+}
+
+/// `Σ_part f(part)` for `parts` partial results of `len` values: each part computed whole by one
+/// thread into its own zeroed buffer, the partials added in part order — the same bits on any
+/// thread count.
+fn sum_of_parts<F>(parts: usize, len: usize, workers: &Workers, f: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
+{
+    let mut partials = vec![0f32; parts * len];
+    workers.for_each_block(&mut partials, len, 1, f);
+    let mut chunks = partials.chunks_exact(len.max(1));
+    let mut total = chunks.next().map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; len]);
+    for partial in chunks {
+        for (t, p) in total.iter_mut().zip(partial) {
+            *t += p;
         }
     }
+    total
 }
 
 /// Per-column sums of a row-major `[rows, n]` matrix: f32 within chunks of rows, f64 across.
@@ -330,7 +364,10 @@ mod tests {
             (1, 2, Padding::VALID, 8, 6, 4, 3),
             (1, 2, Padding::VALID, 7, 5, 4, 3),
             (3, 1, Padding::symmetric(1), 6, 5, 3, 4),
-            (3, 1, Padding::symmetric(1), 9, 7, 16, 17), // input gradient through Winograd
+            // Winograd for both gradients: odd sides, "valid", asymmetric padding.
+            (3, 1, Padding::symmetric(1), 9, 7, 16, 17),
+            (3, 1, Padding::VALID, 7, 10, 16, 16),
+            (3, 1, Padding { top: 0, left: 1, bottom: 2, right: 1 }, 5, 6, 16, 24),
             (3, 1, Padding::VALID, 6, 8, 2, 3),
             (3, 1, Padding { top: 0, left: 1, bottom: 2, right: 1 }, 5, 6, 3, 4),
             (3, 2, Padding::symmetric(1), 9, 6, 3, 4),

@@ -1,7 +1,7 @@
-//! CPU kernels for RPN networks, on NHWC `f32` slices.
+//! CPU kernels for RPN networks, on NHWC `f32` slices: inference and training.
 //!
 //! Slices in, slices out, like `rpn-proposals`: no candle here, so the kernels can be tested and
-//! benchmarked alone and `rpn-model` stays about models. What a ResNet-FPN RPN needs at inference:
+//! benchmarked alone and `rpn-model` stays about models. What a ResNet-FPN RPN needs:
 //!
 //! - [`Conv2d`]: any `kh × kw` kernel, any stride, explicit or TF "same" [`Padding`], as one GEMM
 //!   per block of output rows. A 1×1 stride-1 convolution multiplies the input rows themselves (no
@@ -10,11 +10,19 @@
 //!   is still in cache. BatchNorm folds into the weights ([`Conv2d::fold_batch_norm`]).
 //! - [`max_pool`] (TF "same", symmetric or no padding; a 1×1 window with stride 2 is FPN's P6) and
 //!   [`upsample2_add`] (the FPN's nearest ×2 upsample added to the lateral).
+//! - Training: [`Conv2d::backward_input`] (a stride-1 layer's input gradient is the flipped
+//!   stride-1 convolution, Winograd included; other strides multiply `dy · Wᵀ` and add the windows
+//!   back, one image per thread) and [`Conv2d::backward_weights`] (`windowsᵀ · dy`, a reduction
+//!   over every pixel, computed per fixed unit of weight rows); [`batch_norm_train`] and
+//!   [`batch_norm_train_backward`] (training-mode BatchNorm with the ReLU after it fused);
+//!   [`add_relu`] and [`relu_backward`] for the residual sum.
 //! - [`Workers`]: the threads and their scratch buffers, reused from call to call.
 //!
 //! **Determinism.** Work is split over output rows (GEMM's M) in blocks whose size depends on the
 //! layer's shape only, never on the thread count, and each block is computed start to end by one
-//! thread; the reduction dimension is never split. So 1 and N threads give the same bits (tested).
+//! thread; a reduction is never split between threads (the weight gradient's reduction over
+//! pixels runs in a fixed order of chunks inside one unit; BatchNorm's channel sums add fixed
+//! chunks in order). So 1 and N threads give the same bits (tested).
 //!
 //! **CPU dispatch.** The GEMM is the `gemm` crate's (candle's), built with its `x86-v4` kernels:
 //! AVX-512 machines use 512-bit micro-kernels, AVX2/FMA machines 256-bit ones, chosen at run time.

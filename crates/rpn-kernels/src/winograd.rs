@@ -11,7 +11,7 @@
 //! Work is cut into blocks of whole tile rows of one image, sized by the layer's shape only:
 //! the same bits on any thread count, like the GEMM path.
 
-use crate::gemm::matmul;
+use crate::gemm::{matmul, matmul_views, MatRef};
 use crate::Nhwc;
 
 /// Tiles per block of work (rounded to whole tile rows): the block's `V` and `M` matrices
@@ -183,4 +183,137 @@ fn transform_output(
             }
         }
     }
+}
+
+/// Tiles per block of the weight gradient: its GEMMs reduce over the tiles, and each adds into a
+/// `C × O` sum, so longer reductions than the forward pass's pay for that traffic.
+const WEIGHT_GRAD_TILES: usize = 384;
+
+/// The weight gradient of a Winograd layer, in the transformed domain (the same identity run
+/// backwards): with `V = Bᵀ d B` per tile as in the forward pass and `P = A dY Aᵀ` the 4×4
+/// transform of the tile's 2×2 output gradient, `∂L/∂U[ξ] = Σ_tiles V[ξ]ᵀ · P[ξ]` is 16 GEMMs
+/// `[C, tiles] · [tiles, O]`, and `∂L/∂g = Gᵀ (∂L/∂U) G` per channel pair: 2.25× fewer
+/// multiply-adds than `windowsᵀ · dy`.
+pub(crate) struct WeightGradient<'a> {
+    /// The layer's input and geometry (its `weights` are not read).
+    pub(crate) layer: Layer<'a>,
+    /// `∂L/∂y`, the output's shape.
+    pub(crate) grad_out: &'a [f32],
+}
+
+impl WeightGradient<'_> {
+    /// Output rows per block: whole tile rows, about [`WEIGHT_GRAD_TILES`] tiles.
+    fn rows_per_block(width: usize) -> usize {
+        2 * (WEIGHT_GRAD_TILES / width.div_ceil(2)).max(1)
+    }
+
+    /// Blocks of work: `(image, first output row)`, whole tile rows, in a fixed order.
+    pub(crate) fn blocks(&self) -> Vec<(usize, usize)> {
+        let rows = Self::rows_per_block(self.layer.out.width);
+        let mut blocks = Vec::new();
+        for b in 0..self.layer.out.batch {
+            blocks.extend((0..self.layer.out.height).step_by(rows).map(|first| (b, first)));
+        }
+        blocks
+    }
+
+    /// Adds `∂L/∂U` of one block (`(image, first row)`) into `u` (`[16, C, O]`).
+    pub(crate) fn accumulate(
+        &self,
+        (b, first_row): (usize, usize),
+        u: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let out = self.layer.out;
+        let (c_n, o_n) = (self.layer.shape.channels, out.channels);
+        let rows = Self::rows_per_block(out.width).min(out.height - first_row);
+        let (tile_rows, tile_cols) = (rows.div_ceil(2), out.width.div_ceil(2));
+        let tiles = tile_rows * tile_cols;
+        scratch.resize(16 * tiles * (c_n + o_n), 0.0);
+        let (v, p) = scratch.split_at_mut(16 * tiles * c_n);
+        self.layer.transform_input(b, first_row, tile_rows, tile_cols, v);
+        self.transform_output_grad(b, first_row, tile_rows, tile_cols, p);
+        for xi in 0..16 {
+            matmul_views(
+                c_n,
+                tiles,
+                o_n,
+                MatRef::transposed(&v[xi * tiles * c_n..(xi + 1) * tiles * c_n], c_n),
+                MatRef::row_major(&p[xi * tiles * o_n..(xi + 1) * tiles * o_n], o_n),
+                &mut u[xi * c_n * o_n..(xi + 1) * c_n * o_n],
+                true,
+            );
+        }
+    }
+
+    /// `P[ξ][tile][o] = (A dY Aᵀ)[ξ]` for the tiles of output rows `first_row..` of image `b`;
+    /// output positions past the edge (odd sizes) count as zero.
+    fn transform_output_grad(
+        &self,
+        b: usize,
+        first_row: usize,
+        tile_rows: usize,
+        tile_cols: usize,
+        p: &mut [f32],
+    ) {
+        let out = self.layer.out;
+        let o_n = out.channels;
+        let tiles = tile_rows * tile_cols;
+        let zeros = vec![0f32; o_n];
+        for ty in 0..tile_rows {
+            for tx in 0..tile_cols {
+                let tile = ty * tile_cols + tx;
+                let grad = |dy: usize, dx: usize| -> &[f32] {
+                    let (y, x) = (first_row + 2 * ty + dy, 2 * tx + dx);
+                    if y < out.height && x < out.width {
+                        let at = ((b * out.height + y) * out.width + x) * o_n;
+                        &self.grad_out[at..at + o_n]
+                    } else {
+                        &zeros
+                    }
+                };
+                let (g00, g01, g10, g11) = (grad(0, 0), grad(0, 1), grad(1, 0), grad(1, 1));
+                for o in 0..o_n {
+                    // A dY: rows [y0, y0 + y1, y0 − y1, −y1]; then each row [a, b] → [a, a + b, a − b, −b].
+                    let rows = [
+                        [g00[o], g01[o]],
+                        [g00[o] + g10[o], g01[o] + g11[o]],
+                        [g00[o] - g10[o], g01[o] - g11[o]],
+                        [-g10[o], -g11[o]],
+                    ];
+                    for (i, [a, c]) in rows.into_iter().enumerate() {
+                        for (j, value) in [a, a + c, a - c, -c].into_iter().enumerate() {
+                            p[((4 * i + j) * tiles + tile) * o_n + o] = value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `∂L/∂g = Gᵀ (∂L/∂U) G` for every channel pair: `u` (`[16, C, O]`) → packed `[9·C, O]`
+/// (row `(ky·3 + kx)·C + c`).
+pub(crate) fn untransform_weight_grad(u: &[f32], c_n: usize, o_n: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; 9 * c_n * o_n];
+    for c in 0..c_n {
+        for o in 0..o_n {
+            let at = |xi: usize| f64::from(u[(xi * c_n + c) * o_n + o]);
+            // Gᵀ rows: [1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1] — first on rows, then columns.
+            let mut q = [[0f64; 4]; 3];
+            for j in 0..4 {
+                let (p0, p1, p2, p3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
+                q[0][j] = p0 + 0.5 * (p1 + p2);
+                q[1][j] = 0.5 * (p1 - p2);
+                q[2][j] = 0.5 * (p1 + p2) + p3;
+            }
+            for (ky, [p0, p1, p2, p3]) in q.into_iter().enumerate() {
+                let row = [p0 + 0.5 * (p1 + p2), 0.5 * (p1 - p2), 0.5 * (p1 + p2) + p3];
+                for (kx, value) in row.into_iter().enumerate() {
+                    packed[((ky * 3 + kx) * c_n + c) * o_n + o] = value as f32;
+                }
+            }
+        }
+    }
+    packed
 }
