@@ -27,7 +27,7 @@ pub struct BatchMoments {
 
 /// The rows of an NHWC buffer of `channels` channels, or why it is not one.
 fn rows_of(what: &'static str, data: &[f32], channels: usize) -> Result<usize, KernelError> {
-    if channels == 0 || data.len() % channels != 0 {
+    if channels == 0 || !data.len().is_multiple_of(channels) {
         return Err(KernelError::Invalid {
             what: "batch norm",
             detail: format!(

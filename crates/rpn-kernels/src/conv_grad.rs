@@ -211,7 +211,10 @@ impl Conv2d {
                     self.gather(x, input, out, first, &mut scratch[..rows * window]);
                     MatRef::transposed(&scratch[..rows * window], window)
                 };
-                matmul_views(window, rows, n, windows_t, dy, acc, true);
+                // The part's first product overwrites its buffer: its zero pages are never read
+                // (reading them first would cost a copy-on-write fault per page).
+                let accumulate = first != part * part_pixels;
+                matmul_views(window, rows, n, windows_t, dy, acc, accumulate);
                 first += rows;
             }
         }))
@@ -242,8 +245,9 @@ impl Conv2d {
         let parts = blocks.len().clamp(1, MAX_PARTS);
         let per_part = blocks.len().div_ceil(parts);
         let u = sum_of_parts(parts, 16 * c * o, workers, |part, acc, scratch| {
-            for &block in blocks.iter().skip(part * per_part).take(per_part) {
-                gradient.accumulate(block, acc, scratch);
+            let part_blocks = blocks.iter().skip(part * per_part).take(per_part);
+            for (index, &block) in part_blocks.enumerate() {
+                gradient.accumulate(block, acc, scratch, index > 0);
             }
         });
         winograd::untransform_weight_grad(&u, c, o)
@@ -303,6 +307,7 @@ mod tests {
 
     /// The gradients written out from the definition `y = Σ_taps x·W + b` (f64 sums):
     /// `(dx, dW [O, I, kh, kw], db)`.
+    #[allow(clippy::too_many_arguments)]
     fn reference(
         x: &[f32],
         input: Nhwc,

@@ -217,12 +217,14 @@ impl WeightGradient<'_> {
         blocks
     }
 
-    /// Adds `∂L/∂U` of one block (`(image, first row)`) into `u` (`[16, C, O]`).
+    /// Adds `∂L/∂U` of one block (`(image, first row)`) into `u` (`[16, C, O]`), or writes it
+    /// there if not `accumulate`.
     pub(crate) fn accumulate(
         &self,
         (b, first_row): (usize, usize),
         u: &mut [f32],
         scratch: &mut Vec<f32>,
+        accumulate: bool,
     ) {
         let out = self.layer.out;
         let (c_n, o_n) = (self.layer.shape.channels, out.channels);
@@ -241,7 +243,7 @@ impl WeightGradient<'_> {
                 MatRef::transposed(&v[xi * tiles * c_n..(xi + 1) * tiles * c_n], c_n),
                 MatRef::row_major(&p[xi * tiles * o_n..(xi + 1) * tiles * o_n], o_n),
                 &mut u[xi * c_n * o_n..(xi + 1) * c_n * o_n],
-                true,
+                accumulate,
             );
         }
     }

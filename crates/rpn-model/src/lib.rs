@@ -243,8 +243,7 @@ mod tests {
         let probe_logits = Tensor::randn(0f32, 1.0, out_slow.logits.shape(), &dev)?;
         let probe_deltas = Tensor::randn(0f32, 1.0, out_slow.deltas.shape(), &dev)?;
         let loss = |out: &RpnOutputs| -> Result<Tensor> {
-            (out.logits.mul(&probe_logits)?.sum_all()?
-                + out.deltas.mul(&probe_deltas)?.sum_all()?)
+            out.logits.mul(&probe_logits)?.sum_all()? + out.deltas.mul(&probe_deltas)?.sum_all()?
         };
         let (grads_fast, grads_slow) = (loss(&out_fast)?.backward()?, loss(&out_slow)?.backward()?);
         cpu_plan::tests::assert_close("logits", &out_fast.logits, &out_slow.logits)?;
