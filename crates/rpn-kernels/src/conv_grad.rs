@@ -196,6 +196,8 @@ impl Conv2d {
         let pixels = out.pixels()?;
         let parts = pixels.div_ceil(WEIGHT_GRAD_CHUNK * 4).clamp(1, MAX_PARTS);
         let part_pixels = pixels.div_ceil(parts).next_multiple_of(WEIGHT_GRAD_CHUNK);
+        // Rounding up may leave the last parts empty: drop them (every part writes its buffer).
+        let parts = pixels.div_ceil(part_pixels);
         let pointwise = self.is_pointwise();
         Ok(sum_of_parts(parts, window * n, workers, |part, acc, scratch| {
             let end = ((part + 1) * part_pixels).min(pixels);
@@ -242,8 +244,9 @@ impl Conv2d {
             grad_out,
         };
         let blocks = gradient.blocks();
-        let parts = blocks.len().clamp(1, MAX_PARTS);
-        let per_part = blocks.len().div_ceil(parts);
+        let per_part = blocks.len().div_ceil(blocks.len().clamp(1, MAX_PARTS));
+        // No empty part: each one's first block writes its whole buffer.
+        let parts = blocks.len().div_ceil(per_part);
         let u = sum_of_parts(parts, 16 * c * o, workers, |part, acc, scratch| {
             let part_blocks = blocks.iter().skip(part * per_part).take(per_part);
             for (index, &block) in part_blocks.enumerate() {
@@ -257,19 +260,25 @@ impl Conv2d {
 /// `Σ_part f(part)` for `parts` partial results of `len` values: each part computed whole by one
 /// thread into its own zeroed buffer, the partials added in part order — the same bits on any
 /// thread count.
+///
+/// `f` must write every value of its part (the buffers are reused between calls, not zeroed).
 fn sum_of_parts<F>(parts: usize, len: usize, workers: &Workers, f: F) -> Vec<f32>
 where
     F: Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
 {
-    let mut partials = vec![0f32; parts * len];
-    workers.for_each_block(&mut partials, len, 1, f);
-    let mut chunks = partials.chunks_exact(len.max(1));
+    // Tens of MiB for the large layers: reused from call to call rather than freshly mapped
+    // (page faults) and unmapped (TLB shootdowns) every time.
+    let mut partials = workers.take_scratch();
+    partials.resize(parts * len, 0.0);
+    workers.for_each_block(&mut partials[..parts * len], len, 1, f);
+    let mut chunks = partials[..parts * len].chunks_exact(len.max(1));
     let mut total = chunks.next().map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; len]);
     for partial in chunks {
         for (t, p) in total.iter_mut().zip(partial) {
             *t += p;
         }
     }
+    workers.return_scratch(partials);
     total
 }
 
@@ -380,6 +389,8 @@ mod tests {
             (7, 2, Padding::symmetric(3), 11, 10, 3, 5),
             (2, 2, Padding::VALID, 7, 6, 3, 2),
         ];
+        // Shared by every case: buffers left over from a larger layer must not leak into the next.
+        let pools = [Workers::new(1), Workers::new(3)];
         for (n, &(k, stride, pad, h, w, i, o)) in cases.iter().enumerate() {
             let input = Nhwc::new(2, h, w, i);
             let x = values(input.len().unwrap(), n as u32);
@@ -390,11 +401,10 @@ mod tests {
             let (edx, edw, edb) =
                 reference(&x, input, &weight, [o, i, k, k], stride, pad, &dy, out);
             let mut runs = Vec::new();
-            for threads in [1, 3] {
-                let workers = Workers::new(threads);
+            for workers in &pools {
                 let mut dx = vec![f32::NAN; x.len()];
-                conv.backward_input(&dy, input, &mut dx, &workers).unwrap();
-                let grads = conv.backward_weights(&x, input, &dy, &workers).unwrap();
+                conv.backward_input(&dy, input, &mut dx, workers).unwrap();
+                let grads = conv.backward_weights(&x, input, &dy, workers).unwrap();
                 // Winograd's transforms round differently from a direct sum: 1e-5 of scale.
                 assert_close(&format!("case {n} dx"), &dx, &edx, 1e-5);
                 assert_close(&format!("case {n} dW"), &grads.weight_oihw, &edw, 1e-5);

@@ -30,11 +30,13 @@ impl Workers {
         self.threads
     }
 
-    fn take_scratch(&self) -> Vec<f32> {
+    /// A scratch buffer from the pool (empty if none is free); give it back with
+    /// [`Workers::return_scratch`] so that later calls reuse its memory.
+    pub(crate) fn take_scratch(&self) -> Vec<f32> {
         self.scratch.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default()
     }
 
-    fn return_scratch(&self, buffer: Vec<f32>) {
+    pub(crate) fn return_scratch(&self, buffer: Vec<f32>) {
         self.scratch.lock().unwrap_or_else(PoisonError::into_inner).push(buffer);
     }
 
