@@ -105,18 +105,36 @@ fn exp_poly(r: __m256, r2: __m256) -> __m256 {
     )
 }
 
-/// [`crate::fastmath::ln`] on 8 lanes.
+/// Whether every lane satisfies `mask`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn all(mask: __m256) -> bool {
+    _mm256_movemask_ps(mask) == 0xff
+}
+
+/// [`crate::fastmath::ln`] on 8 lanes. Almost every call sees only normal, positive, finite
+/// values (box sides): those skip the subnormal scaling and the special-value selects, which
+/// would pick exactly the same values, so both branches give the same bits.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn ln(x: __m256) -> __m256 {
-    let subnormal = _mm256_cmp_ps::<_CMP_LT_OQ>(x, splat(f32::MIN_POSITIVE));
-    let scaled = select(subnormal, _mm256_mul_ps(x, splat(8_388_608.0)), x);
-    let bits = _mm256_castps_si256(scaled);
-    let biased = _mm256_and_si256(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(0xff));
-    let exponent = _mm256_sub_epi32(
-        _mm256_sub_epi32(biased, _mm256_set1_epi32(126)),
-        _mm256_and_si256(_mm256_castps_si256(subnormal), _mm256_set1_epi32(23)),
+    let normal = _mm256_and_ps(
+        _mm256_cmp_ps::<_CMP_GE_OQ>(x, splat(f32::MIN_POSITIVE)),
+        _mm256_cmp_ps::<_CMP_LT_OQ>(x, splat(f32::INFINITY)),
     );
+    if all(normal) {
+        let bits = _mm256_castps_si256(x);
+        let biased = _mm256_and_si256(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(0xff));
+        ln_reduced(bits, _mm256_sub_epi32(biased, _mm256_set1_epi32(126)))
+    } else {
+        ln_any(x)
+    }
+}
+
+/// The logarithm from a value's bits and its unbiased exponent (+1), for normal inputs.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ln_reduced(bits: __m256i, exponent: __m256i) -> __m256 {
     let m = _mm256_castsi256_ps(_mm256_or_si256(
         _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
         _mm256_set1_epi32(0x3f00_0000),
@@ -132,7 +150,22 @@ fn ln(x: __m256) -> __m256 {
         _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, x1), z), _mm256_mul_ps(e, splat(LN2_LO))),
         _mm256_mul_ps(splat(0.5), z),
     );
-    let result = _mm256_add_ps(_mm256_add_ps(x1, y), _mm256_mul_ps(e, splat(LN2_HI)));
+    _mm256_add_ps(_mm256_add_ps(x1, y), _mm256_mul_ps(e, splat(LN2_HI)))
+}
+
+/// [`ln`] for any lanes: subnormals scaled first, zeros, infinities and NaN by their rules.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ln_any(x: __m256) -> __m256 {
+    let subnormal = _mm256_cmp_ps::<_CMP_LT_OQ>(x, splat(f32::MIN_POSITIVE));
+    let scaled = select(subnormal, _mm256_mul_ps(x, splat(8_388_608.0)), x);
+    let bits = _mm256_castps_si256(scaled);
+    let biased = _mm256_and_si256(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(0xff));
+    let exponent = _mm256_sub_epi32(
+        _mm256_sub_epi32(biased, _mm256_set1_epi32(126)),
+        _mm256_and_si256(_mm256_castps_si256(subnormal), _mm256_set1_epi32(23)),
+    );
+    let result = ln_reduced(bits, exponent);
     let infinity = splat(f32::INFINITY);
     let finite_positive = _mm256_and_ps(
         _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(0.0)),
@@ -150,11 +183,37 @@ fn ln(x: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn exp(x: __m256) -> __m256 {
+    // Inside (−103.97, 88.72) (NaN fails both tests) the clamps and the final selects keep
+    // `result`: skip them, the same bits.
+    let inside = _mm256_and_ps(
+        _mm256_cmp_ps::<_CMP_GE_OQ>(x, splat(-103.972_08)),
+        _mm256_cmp_ps::<_CMP_LE_OQ>(x, splat(88.722_84)),
+    );
+    if all(inside) {
+        return exp_core(x);
+    }
     let t = select(
         _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(89.0)),
         splat(89.0),
         select(_mm256_cmp_ps::<_CMP_LT_OQ>(x, splat(-104.0)), splat(-104.0), x),
     );
+    let result = exp_core(t);
+    let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
+    select(
+        _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(88.722_84)),
+        splat(f32::INFINITY),
+        select(
+            _mm256_cmp_ps::<_CMP_LT_OQ>(x, splat(-103.972_08)),
+            splat(0.0),
+            select(nan, x, result),
+        ),
+    )
+}
+
+/// `e^t` for `t` in [−104, 89] (the range [`exp`] clamps to).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn exp_core(t: __m256) -> __m256 {
     let rounder = splat(ROUNDER);
     let n = _mm256_sub_ps(
         _mm256_add_ps(_mm256_mul_ps(t, splat(std::f32::consts::LOG2_E)), rounder),
@@ -171,17 +230,7 @@ fn exp(x: __m256) -> __m256 {
     let pow2 = |k: __m256i| {
         _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(k, _mm256_set1_epi32(127))))
     };
-    let result = _mm256_mul_ps(_mm256_mul_ps(p, pow2(half)), pow2(_mm256_sub_epi32(n, half)));
-    let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
-    select(
-        _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(88.722_84)),
-        splat(f32::INFINITY),
-        select(
-            _mm256_cmp_ps::<_CMP_LT_OQ>(x, splat(-103.972_08)),
-            splat(0.0),
-            select(nan, x, result),
-        ),
-    )
+    _mm256_mul_ps(_mm256_mul_ps(p, pow2(half)), pow2(_mm256_sub_epi32(n, half)))
 }
 
 /// Widths, heights and centres of boxes in [`Lanes`].

@@ -112,12 +112,21 @@ impl CustomOp3 for TrainForward {
             &gamma.contiguous()?,
             &TrainBackward { eps: self.eps },
         )?;
-        let numel = x.elem_count();
-        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
-        let dgamma = packed.narrow(0, numel, channels)?;
-        let dbeta = packed.narrow(0, numel + channels, channels)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        unpack_gradients(&packed, x, channels)
     }
+}
+
+/// A backward op's one output `[dx (flattened) | dγ | dβ]` → the three gradients.
+pub(crate) fn unpack_gradients(
+    packed: &Tensor,
+    x: &Tensor,
+    channels: usize,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let numel = x.elem_count();
+    let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
+    let dgamma = packed.narrow(0, numel, channels)?;
+    let dbeta = packed.narrow(0, numel + channels, channels)?;
+    Ok((Some(dx), Some(dgamma), Some(dbeta)))
 }
 
 /// `(x, dy, γ)` → `[dx (flattened), dγ, dβ]` in one buffer (a custom op has one output).

@@ -263,11 +263,7 @@ impl CustomOp3 for BatchNormForward {
             gamma: gamma.to_vec1::<f32>()?,
         };
         let packed = x.apply_op3_no_bwd(y, &dy.contiguous()?, &backward)?;
-        let (numel, channels) = (x.elem_count(), gamma.elem_count());
-        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
-        let dgamma = packed.narrow(0, numel, channels)?;
-        let dbeta = packed.narrow(0, numel + channels, channels)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        crate::batch_norm::unpack_gradients(&packed, x, gamma.elem_count())
     }
 }
 
