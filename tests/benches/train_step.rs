@@ -5,7 +5,8 @@
 //! weights), runs two steps of seed 001's recipe on hashed images and targets, and times a step on
 //! 2 threads. This bench builds our model with the same hashed weights, runs the same two steps
 //! (BatchNorm in training mode, seed 001's losses, Keras' SGD with momentum), checks both steps'
-//! losses equal Keras' (relative 1e-4), then times a step.
+//! losses equal Keras' (relative 1e-4), then times a step, with freed memory kept in the process
+//! as the `rpn` CLI keeps it ([`rpn::retain_freed_memory`]).
 
 // Benches panic on broken inputs or unequal outputs: nothing should be timed then.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -50,6 +51,8 @@ impl Step {
 }
 
 fn benches(c: &mut Criterion) {
+    // As the `rpn` CLI does: keep freed memory for the next step (TF and PyTorch pool theirs).
+    rpn::retain_freed_memory();
     let Ok(bytes) = std::fs::read(io_path()) else {
         panic!("no peer io at {}: run `cargo xtask bench train_step`", io_path().display())
     };

@@ -38,6 +38,7 @@ mod data;
 mod error;
 mod eval;
 mod matterport;
+mod memory;
 mod proposer;
 mod shapes;
 mod torchvision;
@@ -63,6 +64,7 @@ pub use data::{
 pub use error::Error;
 pub use eval::{ar_thresholds, RecallAccumulator, RecallReport, TOP_KS};
 pub use matterport::{mold_square, square_resize, MoldedImage, SquareImage, MEAN_PIXEL};
+pub use memory::retain_freed_memory;
 pub use proposer::{
     memory_budget_from_env, parse_bytes, ImageProposal, ImageProposals, MatterportProposals,
     Molding, Proposer, ProposerOptions, DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, VGG_MEAN_BGR,
