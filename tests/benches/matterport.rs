@@ -5,7 +5,8 @@
 //! peers on 2 threads and writes the Keras graph's outputs for a hashed input; this bench builds
 //! our model with the same hashed weights, checks its RPN outputs (within 1e-4 of their scale)
 //! and proposals (≥ 99 % equal in order) against Keras', then times the whole pipeline and
-//! prints the convolutions' GFLOP/s.
+//! prints the convolutions' GFLOP/s. A second row times the ResNet-50 body alone (C2…C5, C5
+//! checked against Keras') against Keras/TF's `resnet_graph` and torchvision's `resnet50`.
 
 // Benches panic on broken inputs or unequal outputs: nothing should be timed then.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -32,11 +33,17 @@ fn io_path() -> PathBuf {
 /// from its name (`conv1` stride 2, `res{s}…` stride 2^s, `fpn_…{l}` stride 2^l, the RPN head on
 /// all five levels).
 fn conv_flops(config: &MatterportConfig) -> f64 {
+    conv_flops_where(config, |_| true)
+}
+
+/// [`conv_flops`] of the layers whose names `keep` accepts.
+fn conv_flops_where(config: &MatterportConfig, keep: impl Fn(&str) -> bool) -> f64 {
     let shapes = rpn_tests::network("matterport-resnet50").tensor_shapes().unwrap();
     let (convs, _) = MatterportRpn::keras_layer_names(config);
     let area = |stride: usize| ((SIDE / stride) * (SIDE / stride)) as f64;
     convs
         .iter()
+        .filter(|name| keep(name))
         .map(|name| {
             let w = &shapes[&format!("{name}.weight")];
             let per_pixel = 2.0 * w.iter().product::<usize>() as f64;
@@ -54,6 +61,16 @@ fn conv_flops(config: &MatterportConfig) -> f64 {
         .sum()
 }
 
+/// Panics unless `ours` is within 1e-4 of the scale of Keras' `theirs`, value by value.
+fn check_close(name: &str, ours: &candle_core::Tensor, theirs: &candle_core::Tensor) {
+    let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(ours.len(), theirs.len(), "{name}: sizes differ");
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "{name}: ours differ from Keras by {worst} (scale {scale})");
+}
+
 fn benches(c: &mut Criterion) {
     let Ok(bytes) = std::fs::read(io_path()) else {
         panic!("no peer io at {}: run `cargo xtask bench matterport`", io_path().display())
@@ -64,17 +81,17 @@ fn benches(c: &mut Criterion) {
     let model = MatterportRpn::new(&config, hashed::frozen(&varmap)).unwrap();
     let image = io["image"].clone();
     let outputs = model.forward_nhwc(&image).unwrap();
+    let body_model = model.clone();
+    let c5 =
+        body_model.backbone_nhwc(&image).unwrap().pop().unwrap().permute((0, 2, 3, 1)).unwrap();
+    check_close("C5", &c5, &io["c5"]);
     let arch = "matterport-resnet50".parse().unwrap();
     let proposer =
         Proposer::from_model(&arch, Model::Matterport(model), None, ProposerOptions::default())
             .unwrap();
 
     for (name, ours) in [("rpn_class_logits", &outputs.logits), ("rpn_bbox", &outputs.deltas)] {
-        let theirs = io[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst <= 1e-4 * scale, "{name}: ours differ from Keras by {worst} (scale {scale})");
+        check_close(name, ours, &io[name]);
     }
     let theirs: Vec<Bbox> = io["rpn_rois"]
         .flatten_all()
@@ -92,7 +109,7 @@ fn benches(c: &mut Criterion) {
     let in_set = ours.iter().filter(|a| theirs.iter().any(|b| a.iou(b) >= 0.99)).count();
     assert!(in_set >= 990, "only {in_set} of 1000 proposals are among Matterport's");
     eprintln!(
-        "checked: RPN outputs equal Keras'; proposals: {in_set}/1000 among Matterport's, \
+        "checked: C5 and RPN outputs equal Keras'; proposals: {in_set}/1000 among Matterport's, \
          {in_order}/1000 at the same rank (1024²)"
     );
 
@@ -112,12 +129,22 @@ fn benches(c: &mut Criterion) {
     g.bench_function("resnet50_fpn_rpn_proposals_1024", |b| {
         b.iter(|| proposer.propose_molded(&image).unwrap())
     });
+    g.bench_function("resnet50_body_1024", |b| {
+        b.iter(|| body_model.backbone_nhwc(&image).unwrap())
+    });
     g.finish();
     let threads = candle_core::utils::get_num_threads();
     rpn_tests::record_network_row(
         "matterport",
         "resnet50_fpn_rpn_proposals_1024",
         Some(flops / 1e9),
+        threads,
+    );
+    let body_flops = conv_flops_where(&config, |name| name == "conv1" || name.starts_with("res"));
+    rpn_tests::record_network_row(
+        "matterport",
+        "resnet50_body_1024",
+        Some(body_flops / 1e9),
         threads,
     );
 }

@@ -8,7 +8,9 @@ Run by `cargo xtask bench matterport`, threads pinned to 2. Peers:
   * torchvision: `fasterrcnn_resnet50_fpn(weights=None)`'s transform-free backbone + RPN in eval
     mode on the same 1024² input (same depth and FPN, torchvision's own head and proposal
     settings: a timing reference, not the same graph, so its outputs are not compared).
-Writes, under argv[1]: matterport_io.safetensors (image, rpn_class_logits, rpn_bbox, rpn_rois)
+Also the ResNet-50 body alone (C2…C5): Matterport's `resnet_graph` in the same Keras model
+(its C5 is written for the Rust bench to check), and torchvision's `resnet50` up to `layer4`.
+Writes, under argv[1]: matterport_io.safetensors (image, rpn_class_logits, rpn_bbox, rpn_rois, c5)
 and matterport_peers.json (median ms).
 """
 
@@ -53,9 +55,19 @@ def keras_rpn(x):
     return logits, deltas, layer([probs, deltas, anchors])
 
 
+# The ResNet-50 body alone (C2…C5, Matterport's `res{2c,3d,4f,5c}_out`), same weights.
+body = KM.Model(model.input, [model.get_layer(f"res{n}_out").output for n in ("2c", "3d", "4f", "5c")])
+
+
+@tf.function
+def keras_body(x):
+    return body(x, training=False)
+
+
 logits, deltas, rois = [t.numpy() for t in keras_rpn(x)]
-save_file({"image": image, "rpn_class_logits": logits, "rpn_bbox": deltas, "rpn_rois": rois},
-          os.path.join(out_dir, "matterport_io.safetensors"))
+c5 = keras_body(x)[3].numpy()
+save_file({"image": image, "rpn_class_logits": logits, "rpn_bbox": deltas, "rpn_rois": rois,
+           "c5": c5}, os.path.join(out_dir, "matterport_io.safetensors"))
 
 tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
 timage = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
@@ -68,10 +80,26 @@ def torchvision_rpn():
         tv.rpn(image_list, features)
 
 
-timings = {"resnet50_fpn_rpn_proposals_1024": {
-    "keras_tf": median_ms(lambda: [t.numpy() for t in keras_rpn(x)], min_runs=3, min_seconds=5.0),
-    "torchvision": median_ms(torchvision_rpn, min_runs=3, min_seconds=5.0),
-}}
+tv_body = torchvision.models._utils.IntermediateLayerGetter(
+    torchvision.models.resnet50(weights=None).eval(),
+    {"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"})
+
+
+def torchvision_body():
+    with torch.no_grad():
+        tv_body(timage)
+
+
+timings = {
+    "resnet50_fpn_rpn_proposals_1024": {
+        "keras_tf": median_ms(lambda: [t.numpy() for t in keras_rpn(x)], min_runs=3, min_seconds=5.0),
+        "torchvision": median_ms(torchvision_rpn, min_runs=3, min_seconds=5.0),
+    },
+    "resnet50_body_1024": {
+        "keras_tf": median_ms(lambda: [t.numpy() for t in keras_body(x)], min_runs=3, min_seconds=5.0),
+        "torchvision": median_ms(torchvision_body, min_runs=3, min_seconds=5.0),
+    },
+}
 with open(os.path.join(out_dir, "matterport_peers.json"), "w") as f:
     json.dump({"threads": 2, "torch": torch.__version__, "tensorflow": tf.__version__, "ms": timings}, f, indent=2)
 print(json.dumps(timings, indent=2))

@@ -282,7 +282,8 @@ pub fn network(name: &str) -> rpn_model::Network {
 /// What a network bench reports besides its time, for `cargo xtask bench`'s second table: the
 /// convolutions' GFLOP per timed iteration (direct-convolution count, so Winograd layers show
 /// as an effective rate), this process's peak resident memory, and the machine's FMA peak
-/// measured with the same thread count. Written to `$RPN_BENCH_DIR/{suite}_ours.json`.
+/// measured with the same thread count. Kept in `$RPN_BENCH_DIR/{suite}_ours.json`, a JSON
+/// array with one entry per row (a row measured again replaces its entry).
 pub fn record_network_row(suite: &str, row: &str, gflop_per_iter: Option<f64>, threads: usize) {
     let dir = std::env::var_os("RPN_BENCH_DIR")
         .map(PathBuf::from)
@@ -301,10 +302,16 @@ pub fn record_network_row(suite: &str, row: &str, gflop_per_iter: Option<f64>, t
         "fma_peak_gflops": rpn_kernels::fma_peak_gflops(threads),
         "threads": threads,
     });
+    // One entry per row: a suite with several rows calls this once for each.
     let path = dir.join(format!("{suite}_ours.json"));
-    if let Err(e) =
-        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, report.to_string()))
-    {
+    let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    rows.retain(|r| r["row"] != row);
+    rows.push(report);
+    let text = serde_json::Value::Array(rows).to_string();
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
         eprintln!("cannot write {}: {e}", path.display());
     }
 }

@@ -151,31 +151,38 @@ fn ours_ms(root: &Path, group: &str, id: &str) -> Option<f64> {
     Some(ns / 1e6)
 }
 
-/// The second table's row for a network suite: throughput against the measured FMA peak and
-/// peak memory, from the `{suite}_ours.json` its bench writes (`rpn_tests::record_network_row`).
+/// The second table's rows for a network suite: throughput against the measured FMA peak and
+/// peak memory, from the `{suite}_ours.json` its bench writes (`rpn_tests::record_network_row`:
+/// an array with one entry per row; a single object from older benches is one row).
 fn append_network_row(root: &Path, suite: &Suite, rows: &mut String) {
-    let Ok(report) =
+    let Ok(reports) =
         read_json(&root.join("target/bench").join(format!("{}_ours.json", suite.name)))
     else {
         return;
     };
-    let row = report["row"].as_str().unwrap_or("?");
-    let peak = report["fma_peak_gflops"].as_f64();
-    let gflop = report["gflop_per_iter"].as_f64();
-    let rate = gflop.zip(ours_ms(root, suite.name, row)).map(|(g, ms)| g / (ms / 1e3));
+    let reports = match reports {
+        Value::Array(list) => list,
+        single => vec![single],
+    };
     let cell =
         |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
-    let share = rate.zip(peak).map(|(r, p)| 100.0 * r / p);
-    let _ = writeln!(
-        rows,
-        "| {} | {row} | {} | {} | {} | {} | {} |",
-        suite.name,
-        cell(gflop, 1),
-        cell(rate, 1),
-        cell(peak, 0),
-        cell(share, 0),
-        cell(report["peak_rss_mb"].as_f64(), 0),
-    );
+    for report in &reports {
+        let row = report["row"].as_str().unwrap_or("?");
+        let peak = report["fma_peak_gflops"].as_f64();
+        let gflop = report["gflop_per_iter"].as_f64();
+        let rate = gflop.zip(ours_ms(root, suite.name, row)).map(|(g, ms)| g / (ms / 1e3));
+        let share = rate.zip(peak).map(|(r, p)| 100.0 * r / p);
+        let _ = writeln!(
+            rows,
+            "| {} | {row} | {} | {} | {} | {} | {} |",
+            suite.name,
+            cell(gflop, 1),
+            cell(rate, 1),
+            cell(peak, 0),
+            cell(share, 0),
+            cell(report["peak_rss_mb"].as_f64(), 0),
+        );
+    }
 }
 
 fn append_rows(root: &Path, suite: &Suite, table: &mut String) -> Result<(), String> {

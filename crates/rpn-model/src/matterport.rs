@@ -191,6 +191,21 @@ fn every_other_pixel(x: &Tensor) -> Result<Tensor> {
     ))
 }
 
+/// Errors unless `images` is NHWC with sides divisible by 64 (P6's stride).
+fn check_molded_shape(images: &Tensor) -> Result<()> {
+    if images.rank() != 4 {
+        candle_core::bail!("expected NHWC images [B, H, W, C], got shape {:?}", images.dims())
+    }
+    let (_, h, w, _) = images.dims4()?;
+    if !h.is_multiple_of(MATTERPORT_SIDE_MULTIPLE) || !w.is_multiple_of(MATTERPORT_SIDE_MULTIPLE) {
+        candle_core::bail!(
+            "Matterport's ResNet-FPN needs image sides divisible by 64 (P6 has stride 64), \
+             got {h}×{w}: resize/pad first (e.g. Matterport's `square` mode to 1024×1024)"
+        )
+    }
+    Ok(())
+}
+
 /// Everything the RPN computes for a batch.
 #[derive(Debug, Clone)]
 pub struct MatterportOutputs {
@@ -239,6 +254,8 @@ pub struct MatterportRpn {
     config: MatterportConfig,
     /// The CPU inference plan, compiled on first use.
     plan: PlanCache,
+    /// The body-only plan of [`MatterportRpn::backbone_nhwc`], compiled on first use.
+    body_plan: PlanCache,
 }
 
 impl MatterportRpn {
@@ -298,6 +315,7 @@ impl MatterportRpn {
             )?,
             config: *config,
             plan: PlanCache::default(),
+            body_plan: PlanCache::default(),
         })
     }
 
@@ -371,18 +389,7 @@ impl MatterportRpn {
     /// tensors (not `Var`s), this runs the compiled CPU plan (NHWC kernels, BN folded; the
     /// pyramid comes back as NCHW views of NHWC buffers); otherwise candle's ops.
     pub fn forward_nhwc(&self, images: &Tensor) -> Result<MatterportOutputs> {
-        if images.rank() != 4 {
-            candle_core::bail!("expected NHWC images [B, H, W, C], got shape {:?}", images.dims())
-        }
-        let (_, h, w, _) = images.dims4()?;
-        if !h.is_multiple_of(MATTERPORT_SIDE_MULTIPLE)
-            || !w.is_multiple_of(MATTERPORT_SIDE_MULTIPLE)
-        {
-            candle_core::bail!(
-                "Matterport's ResNet-FPN needs image sides divisible by 64 (P6 has stride 64), \
-                 got {h}×{w}: resize/pad first (e.g. Matterport's `square` mode to 1024×1024)"
-            )
-        }
+        check_molded_shape(images)?;
         if cpu_plan::plan_applies(images) {
             if let Some(plan) = self.plan.get(|| self.compile_plan())? {
                 return self.forward_plan(&plan, images);
@@ -406,19 +413,49 @@ impl MatterportRpn {
         Ok(MatterportOutputs { logits, probs, deltas: Tensor::cat(&deltas, 1)?, pyramid })
     }
 
-    /// The inference graph, layer for layer as [`MatterportRpn::forward_candle`]. Outputs:
-    /// P2…P6, then the class logits of each level, then the deltas of each level.
-    fn compile_plan(&self) -> Result<CpuPlan> {
-        let mut g = PlanBuilder::default();
+    /// C2…C5 (NCHW) of NHWC `images` (molded, sides multiples of 64): the ResNet body alone,
+    /// for another head or to time the backbone. On the CPU the same rules as
+    /// [`MatterportRpn::forward_nhwc`] choose between a compiled plan (C2…C5 come back as NCHW
+    /// views of NHWC buffers) and candle's ops.
+    pub fn backbone_nhwc(&self, images: &Tensor) -> Result<Vec<Tensor>> {
+        check_molded_shape(images)?;
+        if cpu_plan::plan_applies(images) {
+            if let Some(plan) = self.body_plan.get(|| self.compile_body_plan())? {
+                let (input, shape) = cpu_plan::plan_input(images)?;
+                return plan.run(input, shape)?.into_iter().map(cpu_plan::nchw_view).collect();
+            }
+        }
+        self.backbone(&crate::nhwc_to_nchw(images)?)
+    }
+
+    /// The body in a plan: stem, TF-same pool, the stages; returns C2…C5.
+    fn plan_body(&self, g: &mut PlanBuilder) -> Result<Vec<Value>> {
         let x = g.conv_bn(self.stem.parts(), PlanBuilder::INPUT, None, true)?;
         let mut x = g.max_pool(x, 3, 2, PoolPadding::TfSame);
         let mut c = Vec::with_capacity(4);
         for stage in &self.stages {
             for block in stage {
-                x = block.plan(&mut g, x)?;
+                x = block.plan(g, x)?;
             }
             c.push(x);
         }
+        Ok(c)
+    }
+
+    /// [`MatterportRpn::backbone_nhwc`]'s plan: outputs C2…C5.
+    fn compile_body_plan(&self) -> Result<CpuPlan> {
+        let mut g = PlanBuilder::default();
+        for c in self.plan_body(&mut g)? {
+            g.output(c);
+        }
+        Ok(g.finish())
+    }
+
+    /// The inference graph, layer for layer as [`MatterportRpn::forward_candle`]. Outputs:
+    /// P2…P6, then the class logits of each level, then the deltas of each level.
+    fn compile_plan(&self) -> Result<CpuPlan> {
+        let mut g = PlanBuilder::default();
+        let c = self.plan_body(&mut g)?;
         let lateral = |g: &mut PlanBuilder, l: usize| -> Result<Value> {
             let conv = g.conv_weights(&self.lateral[l])?;
             Ok(g.conv(conv, c[l], None, false))
@@ -475,6 +512,14 @@ mod tests {
         for (p, (f, s)) in fast.pyramid.iter().zip(&slow.pyramid).enumerate() {
             crate::cpu_plan::tests::assert_close(&format!("P{}", p + 2), f, s)?;
         }
+        // The body alone: its plan's C2…C5 against candle's.
+        let body = model.backbone_nhwc(&images)?;
+        let expected = model.backbone(&crate::nhwc_to_nchw(&images)?)?;
+        assert_eq!(body.len(), 4);
+        for (c, (f, s)) in body.iter().zip(&expected).enumerate() {
+            crate::cpu_plan::tests::assert_close(&format!("C{}", c + 2), f, s)?;
+        }
+        assert!(model.backbone_nhwc(&images.narrow(1, 0, 96)?).is_err(), "sides must be /64");
         Ok(())
     }
 
