@@ -5,8 +5,10 @@
 //! columns are gathered from an NHWC copy (each kernel tap copies `C` contiguous values), the
 //! product is a single `[B·Ho·Wo, k·k·C] × [k·k·C, O]` matmul, and the backward pass is two GEMMs
 //! (candle's matmul gradient) plus a scatter-add of the column gradient ([`Col2Im`]). On a 2-core
-//! machine this makes seed 001's training step about twice as fast. Other devices keep candle's
-//! convolution (cuDNN on CUDA).
+//! machine this made seed 001's training step about twice as fast; the seed ResNets now train
+//! through the NHWC kernels of `train_ops` instead, and this path serves the NCHW models that
+//! train (Matterport's and torchvision's heads and FPN, seed 002) and `RPN_CPU_KERNELS=off`.
+//! Other devices keep candle's convolution (cuDNN on CUDA).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::Conv2d;
