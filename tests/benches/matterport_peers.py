@@ -10,12 +10,14 @@ Run by `cargo xtask bench matterport`, threads pinned to 2. Peers:
     settings: a timing reference, not the same graph, so its outputs are not compared).
 Also the ResNet-50 body alone (C2…C5): Matterport's `resnet_graph` in the same Keras model
 (its C5 is written for the Rust bench to check), and torchvision's `resnet50` up to `layer4`.
+Each peer's peak resident memory is measured alone in a child process (matterport_peer_rss.py).
 Writes, under argv[1]: matterport_io.safetensors (image, rpn_class_logits, rpn_bbox, rpn_rois, c5)
 and matterport_peers.json (median ms).
 """
 
 import json
 import os
+import subprocess
 import sys
 
 import torch  # before TensorFlow: the other order aborts in LLVM
@@ -100,6 +102,14 @@ timings = {
         "torchvision": median_ms(torchvision_body, min_runs=3, min_seconds=5.0),
     },
 }
+# Peak memory of each peer alone, in a fresh process (this one holds both frameworks).
+rss_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "matterport_peer_rss.py")
+peak_rss_mb = {}
+for peer in ("keras_tf", "torchvision"):
+    done = subprocess.run([sys.executable, rss_script, peer], capture_output=True, text=True, check=True)
+    peak_rss_mb[peer] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+print("peer peak RSS (MB), each alone:", peak_rss_mb)
 with open(os.path.join(out_dir, "matterport_peers.json"), "w") as f:
-    json.dump({"threads": 2, "torch": torch.__version__, "tensorflow": tf.__version__, "ms": timings}, f, indent=2)
+    json.dump({"threads": 2, "torch": torch.__version__, "tensorflow": tf.__version__, "ms": timings,
+               "peak_rss_mb": peak_rss_mb}, f, indent=2)
 print(json.dumps(timings, indent=2))

@@ -89,6 +89,7 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
 
     let mut table = format!("{}\n\n", machine_line());
     let mut networks = String::new();
+    let mut peer_memory = String::new();
     table.push_str("| suite | operation | peer | peer ms | ours ms | speed-up |\n|---|---|---|---:|---:|---:|\n");
     for suite in selected {
         eprintln!("==> {}: peers", suite.name);
@@ -98,6 +99,7 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
             .env("RPN_BENCH_DIR", &out_dir))?;
         append_rows(root, suite, &mut table)?;
         append_network_row(root, suite, &mut networks);
+        append_peer_memory(root, suite, &mut peer_memory);
     }
     if !networks.is_empty() {
         table.push_str(
@@ -105,6 +107,7 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
         );
         table.push_str(&networks);
     }
+    table.push_str(&peer_memory);
     println!("\n{table}");
     println!("Peers: median of repeated runs, 2 threads. Ours: criterion median; box math on 1 thread, networks on the 2 cores (rpn-kernels on CPU). Outputs checked equal first. GFLOP/s counts direct-convolution multiply-adds (Winograd layers do fewer), the FMA peak is measured by rpn_kernels::fma_peak_gflops on the same threads.");
     let summary = out_dir.join("summary.md");
@@ -183,6 +186,19 @@ fn append_network_row(root: &Path, suite: &Suite, rows: &mut String) {
             cell(report["peak_rss_mb"].as_f64(), 0),
         );
     }
+}
+
+/// The peers' peak resident memory, where a suite's peer script measured it (each peer alone in
+/// a fresh process: `peak_rss_mb` in its peers JSON), as one line under the tables.
+fn append_peer_memory(root: &Path, suite: &Suite, lines: &mut String) {
+    let Ok(peers) = read_json(&root.join("target/bench").join(suite.peers_json)) else { return };
+    let Some(rss) = peers["peak_rss_mb"].as_object() else { return };
+    let each: Vec<String> = rss
+        .iter()
+        .filter_map(|(peer, mb)| mb.as_f64().map(|mb| format!("{peer} {mb:.0}")))
+        .collect();
+    let _ =
+        writeln!(lines, "\n{}: peers' peak RSS MB, each alone: {}", suite.name, each.join(", "));
 }
 
 fn append_rows(root: &Path, suite: &Suite, table: &mut String) -> Result<(), String> {
