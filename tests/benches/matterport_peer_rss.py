@@ -2,14 +2,13 @@
 
 Run by tests/benches/matterport_peers.py as `python matterport_peer_rss.py keras_tf|torchvision`
 (threads pinned to 2): builds that peer's model as the timing script does, runs it three times on
-the same hashed 1024² image, and prints `{"peer": ..., "peak_rss_mb": ...}` — `ru_maxrss` of a
+the same hashed 1024² image, and prints `{"peer": ..., "peak_rss_mb": ...}` — the peak RSS of a
 process that imported only that peer's framework, so that the number is what a user running it
 would see (the timing script holds both frameworks and both models at once).
 """
 
 import json
 import os
-import resource
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,5 +59,8 @@ elif peer == "keras_tf":
 else:
     sys.exit(f"unknown peer {peer!r}: keras_tf or torchvision")
 
-# Linux reports ru_maxrss in KiB.
-print(json.dumps({"peer": peer, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# `VmHWM` (KiB), this process image's own high-water mark: `ru_maxrss` would report the parent's
+# peak instead (Linux carries it across fork and exec).
+with open("/proc/self/status") as status:
+    hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"peer": peer, "peak_rss_mb": hwm_kb / 1024}))
