@@ -300,14 +300,20 @@ impl Conv2d {
             weights,
         };
         let rows_per_block = winograd::rows_per_block(out_shape.width);
+        // Every image's blocks in one pool: small maps have one or two blocks per image, and
+        // handing out one image at a time would leave threads idle.
+        let mut tasks = Vec::new();
         for (b, image) in out.chunks_exact_mut(image_len).enumerate() {
-            workers.for_each_block(image, row_len, rows_per_block, |first_row, block, scratch| {
-                layer.block(b, first_row, block, scratch);
-                let start = b * image_len + first_row * row_len;
-                let residual = epilogue.residual.map(|r| &r[start..start + block.len()]);
-                finish(block, &self.bias, residual, epilogue.relu);
-            });
+            for (k, block) in image.chunks_mut(rows_per_block * row_len).enumerate() {
+                tasks.push((b, k * rows_per_block, block));
+            }
         }
+        workers.for_each_task(tasks, |(b, first_row, block), scratch| {
+            layer.block(b, first_row, block, scratch);
+            let start = b * image_len + first_row * row_len;
+            let residual = epilogue.residual.map(|r| &r[start..start + block.len()]);
+            finish(block, &self.bias, residual, epilogue.relu);
+        });
     }
 
     /// Writes the windows of output rows `first_row..` into `windows` (`[rows, kh·kw·C]`),

@@ -79,6 +79,39 @@ impl Workers {
     }
 }
 
+impl Workers {
+    /// Calls `job(task, scratch)` for every task, spread over the threads, each task whole on
+    /// one thread (tasks carry their own disjoint output slices).
+    pub(crate) fn for_each_task<T, F>(&self, tasks: Vec<T>, job: F)
+    where
+        T: Send,
+        F: Fn(T, &mut Vec<f32>) + Sync,
+    {
+        let helpers = self.threads.min(tasks.len()).saturating_sub(1);
+        let queue = Mutex::new(tasks.into_iter());
+        let work = || {
+            let mut scratch = self.take_scratch();
+            loop {
+                // The lock is held only to take the next task.
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                let Some(task) = next else { break };
+                job(task, &mut scratch);
+            }
+            self.return_scratch(scratch);
+        };
+        if helpers == 0 {
+            work();
+            return;
+        }
+        std::thread::scope(|scope| {
+            for _ in 0..helpers {
+                scope.spawn(work);
+            }
+            work();
+        });
+    }
+}
+
 impl Default for Workers {
     fn default() -> Self {
         Self::all_cores()
