@@ -51,35 +51,16 @@ impl Workers {
     ) where
         F: Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
     {
-        let block_len = (rows_per_block.max(1) * row_len).max(1);
-        let blocks = out.len().div_ceil(block_len);
-        let queue = Mutex::new(out.chunks_mut(block_len).enumerate());
         let rows_per_block = rows_per_block.max(1);
-        let work = || {
-            let mut scratch = self.take_scratch();
-            loop {
-                // The lock is held only to take the next block.
-                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-                let Some((index, block)) = next else { break };
-                job(index * rows_per_block, block, &mut scratch);
-            }
-            self.return_scratch(scratch);
-        };
-        let helpers = self.threads.min(blocks).saturating_sub(1);
-        if helpers == 0 {
-            work();
-            return;
-        }
-        std::thread::scope(|scope| {
-            for _ in 0..helpers {
-                scope.spawn(work);
-            }
-            work();
-        });
+        let block_len = (rows_per_block * row_len).max(1);
+        let tasks: Vec<_> = out
+            .chunks_mut(block_len)
+            .enumerate()
+            .map(|(index, block)| (index * rows_per_block, block))
+            .collect();
+        self.for_each_task(tasks, |(first_row, block), scratch| job(first_row, block, scratch));
     }
-}
 
-impl Workers {
     /// Calls `job(task, scratch)` for every task, spread over the threads, each task whole on
     /// one thread (tasks carry their own disjoint output slices).
     pub(crate) fn for_each_task<T, F>(&self, tasks: Vec<T>, job: F)
