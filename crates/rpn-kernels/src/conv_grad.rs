@@ -213,8 +213,8 @@ impl Conv2d {
                     self.gather(x, input, out, first, &mut scratch[..rows * window]);
                     MatRef::transposed(&scratch[..rows * window], window)
                 };
-                // The part's first product overwrites its buffer: its zero pages are never read
-                // (reading them first would cost a copy-on-write fault per page).
+                // The part's first product overwrites its buffer (reused between calls, not
+                // zeroed); the later ones add to it.
                 let accumulate = first != part * part_pixels;
                 matmul_views(window, rows, n, windows_t, dy, acc, accumulate);
                 first += rows;

@@ -5,13 +5,29 @@ use crate::{KernelError, Workers};
 /// Values per block of work.
 const BLOCK: usize = 1 << 16;
 
-fn check(what: &'static str, data: &[f32], expected: usize) -> Result<(), KernelError> {
-    if data.len() != expected {
-        return Err(KernelError::Invalid {
-            what: "elementwise",
-            detail: format!("{what} has {} values, expected {expected}", data.len()),
-        });
+/// `out[i] = f(a[i], b[i])` in blocks over the threads, after checking that `b` (named
+/// `b_name`) and `out` (named `out_name`) have `a`'s length.
+fn zip_map(
+    a: &[f32],
+    (b, b_name): (&[f32], &'static str),
+    (out, out_name): (&mut [f32], &'static str),
+    workers: &Workers,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<(), KernelError> {
+    for (what, len) in [(b_name, b.len()), (out_name, out.len())] {
+        if len != a.len() {
+            return Err(KernelError::Invalid {
+                what: "elementwise",
+                detail: format!("{what} has {len} values, expected {}", a.len()),
+            });
+        }
     }
+    workers.for_each_block(out, 1, BLOCK, |first, block, _| {
+        let (a, b) = (&a[first..first + block.len()], &b[first..first + block.len()]);
+        for ((o, &x), &y) in block.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    });
     Ok(())
 }
 
@@ -22,15 +38,7 @@ pub fn add_relu(
     out: &mut [f32],
     workers: &Workers,
 ) -> Result<(), KernelError> {
-    check("second operand", b, a.len())?;
-    check("output", out, a.len())?;
-    workers.for_each_block(out, 1, BLOCK, |first, block, _| {
-        let (a, b) = (&a[first..first + block.len()], &b[first..first + block.len()]);
-        for ((o, x), y) in block.iter_mut().zip(a).zip(b) {
-            *o = (x + y).max(0.0);
-        }
-    });
-    Ok(())
+    zip_map(a, (b, "second operand"), (out, "output"), workers, |x, y| (x + y).max(0.0))
 }
 
 /// `out = dy` where the ReLU's output `y` is positive, 0 elsewhere (its gradient).
@@ -40,15 +48,13 @@ pub fn relu_backward(
     out: &mut [f32],
     workers: &Workers,
 ) -> Result<(), KernelError> {
-    check("output gradient", dy, y.len())?;
-    check("input gradient", out, y.len())?;
-    workers.for_each_block(out, 1, BLOCK, |first, block, _| {
-        let (y, dy) = (&y[first..first + block.len()], &dy[first..first + block.len()]);
-        for ((o, v), d) in block.iter_mut().zip(y).zip(dy) {
-            *o = if *v > 0.0 { *d } else { 0.0 };
+    zip_map(y, (dy, "output gradient"), (out, "input gradient"), workers, |v, d| {
+        if v > 0.0 {
+            d
+        } else {
+            0.0
         }
-    });
-    Ok(())
+    })
 }
 
 #[cfg(test)]
