@@ -125,9 +125,8 @@ impl SeedRpn {
     /// weights are plain tensors (not `Var`s), this runs the compiled CPU plan (NHWC kernels,
     /// BN folded); otherwise candle's ops. In training and calibration modes on the CPU (`f32`)
     /// the layers run as `rpn-kernels` custom ops on NHWC activations, differentiable through
-    /// candle's autograd.
-    /// Training and calibration change the BN statistics, so they drop the plan (it is
-    /// compiled again on the next inference call).
+    /// candle's autograd. Training and calibration change the BN statistics, so they drop the
+    /// plan (it is compiled again on the next inference call).
     pub fn forward_nhwc_mode(&self, images: &Tensor, mode: BatchNormMode) -> Result<RpnOutputs> {
         if images.rank() != 4 {
             candle_core::bail!("expected NHWC images [B, H, W, C], got shape {:?}", images.dims())
