@@ -157,7 +157,7 @@ fn candle<T>(context: impl Into<String>, r: candle_core::Result<T>) -> Result<T,
     r.map_err(|source| CliError::Candle { context: context.into(), source })
 }
 
-/// Default `rpn demo` length: 160 steps of 20 images, about 3.5 minutes on a 2-core CPU (AMD
+/// Default `rpn demo` length: 160 steps of 20 images, about 2.5 minutes on a 2-core CPU (AMD
 /// EPYC, AVX2) with the CPU training kernels, after which held-out recall@0.5 of the top 100
 /// proposals is about 0.83 (recall@0.7 about 0.39).
 pub const DEMO_STEPS: usize = 160;
@@ -184,7 +184,7 @@ enum Command {
         /// Output directory: final.safetensors, loss.csv, loss.png, recall.json, proposals_*.png.
         #[arg(short, long, default_value = "runs/demo")]
         output: PathBuf,
-        /// Training steps of 20 images (the default takes about 3.5 minutes on 2 cores).
+        /// Training steps of 20 images (the default takes about 2.5 minutes on 2 cores).
         #[arg(long, allow_negative_numbers = true, default_value_t = DEMO_STEPS, value_parser = flags::count)]
         steps: usize,
         /// Held-out images to evaluate.
