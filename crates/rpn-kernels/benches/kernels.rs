@@ -36,6 +36,39 @@ fn convolutions(c: &mut Criterion) {
     group.finish();
 }
 
+/// Seed 000's inference layers (batch 8, 64×64 images: 32², 16² and 8² maps), whose small maps
+/// give short GEMMs: the shapes where per-call overheads (weight packing, thread start) show.
+fn small_maps(c: &mut Criterion) {
+    let workers = Workers::new(2);
+    let mut group = c.benchmark_group("seed000");
+    group.sample_size(10);
+    // (name, side, in, out, kernel, stride)
+    for (name, side, i, o, k, s) in [
+        ("stage1_3x3_64_64", 32, 64, 64, 3, 1),
+        ("stage2_3x3_128_128", 16, 128, 128, 3, 1),
+        ("stage3_3x3_256_256", 8, 256, 256, 3, 1),
+        ("head_3x3_1024_256", 8, 1024, 256, 3, 1),
+        ("stage2_1x1_512_128", 16, 512, 128, 1, 1),
+        ("stage3_1x1_1024_256", 8, 1024, 256, 1, 1),
+        ("stage3_1x1_256_1024", 8, 256, 1024, 1, 1),
+    ] {
+        let shape = Nhwc::new(8, side, side, i);
+        let input: Vec<f32> =
+            (0..shape.len().unwrap_or(0)).map(|v| (v % 13) as f32 * 0.01).collect();
+        let weight: Vec<f32> = (0..o * i * k * k).map(|v| (v % 7) as f32 * 0.01).collect();
+        let pad = Padding::symmetric(k / 2);
+        let Ok(conv) = Conv2d::from_oihw(&weight, [o, i, k, k], None, s, pad) else { continue };
+        let Ok(out_shape) = conv.output_shape(shape) else { continue };
+        let mut out = vec![0f32; out_shape.len().unwrap_or(0)];
+        let flops = (2 * out_shape.pixels().unwrap_or(0) * conv.macs_per_pixel()) as u64;
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(name, |b| {
+            b.iter(|| conv.forward(&input, shape, Epilogue::RELU, &mut out, &workers))
+        });
+    }
+    group.finish();
+}
+
 /// Seed 001's training layers (batch 20, 32×32 maps): forward, input and weight gradients.
 fn training(c: &mut Criterion) {
     let workers = Workers::new(2);
@@ -72,5 +105,5 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, convolutions, training);
+criterion_group!(benches, convolutions, small_maps, training);
 criterion_main!(benches);

@@ -8,7 +8,7 @@
 //! buffer (im2col in pieces that stay in cache), multiplies it, and finishes the block with the
 //! epilogue (bias, residual, ReLU) before the next: each output value is written once.
 
-use crate::gemm::matmul;
+use crate::panel_gemm::{matmul_packed, Finish, PackedMatrix};
 use crate::winograd;
 use crate::{KernelError, Nhwc, Padding, Workers};
 
@@ -29,6 +29,26 @@ impl Epilogue<'static> {
     pub const RELU: Self = Self { residual: None, relu: true };
 }
 
+/// Whether a layer of `dims = [kh, kw, C, O]` suits Winograd F(2×2, 3×3): 3×3, stride 1, ≥ 16
+/// channels in and out.
+fn winograd_applies([kh, kw, c, o]: [usize; 4], stride: usize) -> bool {
+    kh == 3 && kw == 3 && stride == 1 && c >= 16 && o >= 16
+}
+
+impl ForwardWeights {
+    /// Packs `packed` (`[kh·kw·C, O]`, `dims = [kh, kw, C, O]`) for the forward pass, as Winograd
+    /// weights if `winograd` and the shape suits it.
+    fn new(packed: &[f32], dims: [usize; 4], stride: usize, winograd: bool) -> Self {
+        let [_, _, c, o] = dims;
+        if winograd && winograd_applies(dims, stride) {
+            let u = winograd::transform_weights(packed, c, o);
+            Self::Winograd(u.chunks_exact(c * o).map(|m| PackedMatrix::new(m, c, o)).collect())
+        } else {
+            Self::Gemm(PackedMatrix::new(packed, packed.len() / o, o))
+        }
+    }
+}
+
 /// A 2-D convolution with packed weights, ready to run on NHWC inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
@@ -38,12 +58,21 @@ pub struct Conv2d {
     pub(crate) out_channels: usize,
     pub(crate) stride: usize,
     pub(crate) padding: Padding,
-    /// `[kh·kw·C, O]`, row `(ky·kw + kx)·C + c`.
+    /// `[kh·kw·C, O]`, row `(ky·kw + kx)·C + c`: what the gradients read.
     pub(crate) packed: Vec<f32>,
     /// `[O]`.
     pub(crate) bias: Vec<f32>,
-    /// Winograd F(2×2, 3×3) weights `[16, C, O]` for the 3×3 stride-1 layers that use it.
-    pub(crate) winograd: Option<Vec<f32>>,
+    /// What [`Conv2d::forward`] multiplies by, packed once for its micro-kernel.
+    pub(crate) forward_weights: ForwardWeights,
+}
+
+/// The weights of the forward pass, in the form its GEMMs read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ForwardWeights {
+    /// `packed` as one matrix: windows · weights.
+    Gemm(PackedMatrix),
+    /// Winograd F(2×2, 3×3): the 16 transformed matrices `U[ξ]`, each `[C, O]`.
+    Winograd(Vec<PackedMatrix>),
 }
 
 /// Output rows per block of work. Measured on 2 Zen cores (AVX2) over the GEMM shapes of a
@@ -62,7 +91,7 @@ impl Conv2d {
         stride: usize,
         padding: Padding,
     ) -> Result<Self, KernelError> {
-        Ok(Self::from_oihw_gemm(weight, shape, bias, stride, padding)?.with_winograd(true))
+        Self::from_oihw_with(weight, shape, bias, stride, padding, true)
     }
 
     /// As [`Conv2d::from_oihw`] without the Winograd weights: every shape runs as a GEMM over
@@ -70,10 +99,21 @@ impl Conv2d {
     /// without the cost of transforming them.
     pub fn from_oihw_gemm(
         weight: &[f32],
+        shape: [usize; 4],
+        bias: Option<&[f32]>,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self, KernelError> {
+        Self::from_oihw_with(weight, shape, bias, stride, padding, false)
+    }
+
+    fn from_oihw_with(
+        weight: &[f32],
         [out_channels, in_channels, kernel_h, kernel_w]: [usize; 4],
         bias: Option<&[f32]>,
         stride: usize,
         padding: Padding,
+        winograd: bool,
     ) -> Result<Self, KernelError> {
         let invalid = |detail: String| KernelError::Invalid { what: "convolution", detail };
         if out_channels == 0 || in_channels == 0 || kernel_h == 0 || kernel_w == 0 || stride == 0 {
@@ -119,7 +159,23 @@ impl Conv2d {
                 }
             }
         }
-        Ok(Self {
+        let dims = [kernel_h, kernel_w, in_channels, out_channels];
+        Ok(Self::assemble(dims, stride, padding, packed, bias, winograd))
+    }
+
+    /// A layer from its packed `[kh·kw·C, O]` weights (`dims = [kh, kw, C, O]`), with Winograd
+    /// weights if `winograd` and the shape suits it.
+    pub(crate) fn assemble(
+        dims: [usize; 4],
+        stride: usize,
+        padding: Padding,
+        packed: Vec<f32>,
+        bias: Vec<f32>,
+        winograd: bool,
+    ) -> Self {
+        let [kernel_h, kernel_w, in_channels, out_channels] = dims;
+        let forward_weights = ForwardWeights::new(&packed, dims, stride, winograd);
+        Self {
             kernel_h,
             kernel_w,
             in_channels,
@@ -128,34 +184,30 @@ impl Conv2d {
             padding,
             packed,
             bias,
-            winograd: None,
-        })
+            forward_weights,
+        }
     }
 
     /// Whether a 3×3 stride-1 layer runs as Winograd F(2×2, 3×3) (`true` by default where it
     /// applies: both channel counts ≥ 16, below which the transforms cost more than they save)
     /// or as a plain GEMM over gathered windows. Other shapes ignore the setting.
     pub fn with_winograd(mut self, enabled: bool) -> Self {
-        let applies = self.winograd_applies();
-        self.winograd = (enabled && applies).then(|| {
-            winograd::transform_weights(&self.packed, self.in_channels, self.out_channels)
-        });
+        let dims = [self.kernel_h, self.kernel_w, self.in_channels, self.out_channels];
+        self.forward_weights = ForwardWeights::new(&self.packed, dims, self.stride, enabled);
         self
     }
 
-    /// Whether the layer's shape suits Winograd F(2×2, 3×3): 3×3, stride 1, ≥ 16 channels in
-    /// and out.
+    /// Whether the layer's shape suits Winograd F(2×2, 3×3).
     pub(crate) fn winograd_applies(&self) -> bool {
-        self.kernel_h == 3
-            && self.kernel_w == 3
-            && self.stride == 1
-            && self.in_channels >= 16
-            && self.out_channels >= 16
+        winograd_applies(
+            [self.kernel_h, self.kernel_w, self.in_channels, self.out_channels],
+            self.stride,
+        )
     }
 
     /// Whether [`Conv2d::forward`] runs Winograd F(2×2, 3×3).
     pub fn uses_winograd(&self) -> bool {
-        self.winograd.is_some()
+        matches!(self.forward_weights, ForwardWeights::Winograd(_))
     }
 
     /// Folds an inference-mode BatchNorm that follows the convolution into its weights and bias:
@@ -254,10 +306,13 @@ impl Conv2d {
         if out_shape.is_empty() {
             return Ok(out_shape);
         }
-        if let Some(weights) = &self.winograd {
-            self.forward_winograd(input, shape, out_shape, weights, epilogue, out, workers);
-            return Ok(out_shape);
-        }
+        let weights = match &self.forward_weights {
+            ForwardWeights::Winograd(weights) => {
+                self.forward_winograd(input, shape, out_shape, weights, epilogue, out, workers);
+                return Ok(out_shape);
+            }
+            ForwardWeights::Gemm(weights) => weights,
+        };
         let (window, n) = (self.packed.len() / self.out_channels, self.out_channels);
         let pointwise = self.is_pointwise();
         workers.for_each_block(out, n, ROWS_PER_BLOCK, |first_row, block, scratch| {
@@ -269,28 +324,27 @@ impl Conv2d {
                 self.gather(input, shape, out_shape, first_row, &mut scratch[..rows * window]);
                 &scratch[..rows * window]
             };
-            matmul(rows, window, n, windows, &self.packed, block);
             let residual = epilogue.residual.map(|r| &r[first_row * n..(first_row + rows) * n]);
-            finish(block, &self.bias, residual, epilogue.relu);
+            let finish = Finish { bias: &self.bias, residual, relu: epilogue.relu };
+            matmul_packed(rows, windows, weights, block, Some(finish));
         });
         Ok(out_shape)
     }
 
-    /// The Winograd path: each image's output cut into blocks of whole tile rows.
+    /// The Winograd path: the batch's output cut into blocks of whole tile rows.
     #[allow(clippy::too_many_arguments)]
     fn forward_winograd(
         &self,
         input: &[f32],
         shape: Nhwc,
         out_shape: Nhwc,
-        weights: &[f32],
+        weights: &[PackedMatrix],
         epilogue: Epilogue<'_>,
         out: &mut [f32],
         workers: &Workers,
     ) {
         let n = self.out_channels;
         let row_len = out_shape.width * n;
-        let image_len = out_shape.height * row_len;
         let layer = winograd::Layer {
             input,
             shape,
@@ -299,20 +353,20 @@ impl Conv2d {
             left: self.padding.left,
             weights,
         };
-        let rows_per_block = winograd::rows_per_block(out_shape.width);
-        // Every image's blocks in one pool: small maps have one or two blocks per image, and
-        // handing out one image at a time would leave threads idle.
+        // Blocks of tile rows across the whole batch, each with its contiguous run of output rows.
         let mut tasks = Vec::new();
-        for (b, image) in out.chunks_exact_mut(image_len).enumerate() {
-            for (k, block) in image.chunks_mut(rows_per_block * row_len).enumerate() {
-                tasks.push((b, k * rows_per_block, block));
-            }
+        let mut rest = out;
+        for rows in layer.forward_blocks() {
+            let start = layer.output_row(rows.first);
+            let len = (layer.output_row(rows.first + rows.count) - start) * row_len;
+            let (block, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            tasks.push((rows, start * row_len, block));
         }
-        workers.for_each_task(tasks, |(b, first_row, block), scratch| {
-            layer.block(b, first_row, block, scratch);
-            let start = b * image_len + first_row * row_len;
+        workers.for_each_task(tasks, |(rows, start, block), scratch| {
             let residual = epilogue.residual.map(|r| &r[start..start + block.len()]);
-            finish(block, &self.bias, residual, epilogue.relu);
+            let finish = Finish { bias: &self.bias, residual, relu: epilogue.relu };
+            layer.block(rows, block, finish, scratch);
         });
     }
 
@@ -357,32 +411,6 @@ impl Conv2d {
                     }
                 }
             }
-        }
-    }
-}
-
-/// The epilogue on a block of `[rows, O]` products, in place.
-fn finish(block: &mut [f32], bias: &[f32], residual: Option<&[f32]>, relu: bool) {
-    let n = bias.len();
-    match residual {
-        Some(residual) => {
-            for (row, res) in block.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
-                for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
-                    *v = *v + b + r;
-                }
-            }
-        }
-        None => {
-            for row in block.chunks_exact_mut(n) {
-                for (v, b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
-            }
-        }
-    }
-    if relu {
-        for v in block.iter_mut() {
-            *v = v.max(0.0);
         }
     }
 }
@@ -478,11 +506,21 @@ mod tests {
             let conv = Conv2d::from_oihw(&weight, [o, i, k, k], Some(&bias), stride, pad).unwrap();
             assert_eq!(conv.uses_winograd(), k == 3 && stride == 1 && i >= 16, "case {n}");
             let out_shape = conv.output_shape(shape).unwrap();
-            let expected =
+            let plain =
                 direct(&input, shape, &weight, [o, i, k, k], &bias, stride, pad, out_shape);
+            // The epilogue too: every other case adds a residual and applies the ReLU.
+            let residual = values(plain.len(), 300 + n as u32);
+            let epilogue = match n % 2 {
+                0 => Epilogue::LINEAR,
+                _ => Epilogue { residual: Some(&residual), relu: true },
+            };
+            let expected: Vec<f32> = match epilogue.residual {
+                None => plain,
+                Some(r) => plain.iter().zip(r).map(|(y, r)| (y + r).max(0.0)).collect(),
+            };
             for conv in [conv.clone(), conv.with_winograd(false)] {
                 let mut out = vec![f32::NAN; out_shape.len().unwrap()];
-                conv.forward(&input, shape, Epilogue::LINEAR, &mut out, &workers).unwrap();
+                conv.forward(&input, shape, epilogue, &mut out, &workers).unwrap();
                 for (j, (a, e)) in out.iter().zip(&expected).enumerate() {
                     let ok = (a - e).abs() <= 1e-5 * (1.0 + e.abs());
                     assert!(ok, "case {n} winograd {} value {j}: {a} vs {e}", conv.uses_winograd());

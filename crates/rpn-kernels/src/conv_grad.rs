@@ -66,18 +66,7 @@ impl Conv2d {
             bottom: kh - 1 - p.bottom,
             right: kw - 1 - p.right,
         };
-        let conv = Conv2d {
-            kernel_h: kh,
-            kernel_w: kw,
-            in_channels: o,
-            out_channels: c,
-            stride: 1,
-            padding,
-            packed,
-            bias: vec![0.0; c],
-            winograd: None,
-        };
-        Some(conv.with_winograd(true))
+        Some(Conv2d::assemble([kh, kw, o, c], 1, padding, packed, vec![0.0; c], true))
     }
 
     /// Writes `∂loss/∂x` for an input of shape `input` into `grad_in` (overwritten), given

@@ -1,4 +1,6 @@
-//! The one call into the `gemm` crate, behind a safe, length-checked signature.
+//! The one call into the `gemm` crate, behind a safe, length-checked signature: the training
+//! gradients' products, whose operands change every step (the forward pass multiplies by weights
+//! packed once, in `panel_gemm.rs`).
 
 // `gemm::gemm` takes raw pointers and strides; the assertions below check that every element
 // the call reads or writes lies inside the slices it was given.
@@ -32,14 +34,6 @@ impl<'a> MatRef<'a> {
         let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
         assert!(last < self.data.len(), "matmul: {what} view {rows}×{cols} is out of bounds");
     }
-}
-
-/// `c = a · b` for row-major `a: [m, k]`, `b: [k, n]`, `c: [m, n]` (`c` overwritten), on the
-/// calling thread only: callers split rows over threads themselves, so that a row's bits never
-/// depend on the thread count.
-pub(crate) fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    let (a, b) = (MatRef::row_major(a, k), MatRef::row_major(b, n));
-    matmul_views(m, k, n, a, b, c, false);
 }
 
 /// `c = a · b` (`accumulate = false`) or `c += a · b` for views `a: m × k`, `b: k × n` and a
@@ -104,9 +98,12 @@ mod tests {
     fn small_product_by_hand() {
         // [[1, 2, 3], [4, 5, 6]] · [[1, 0], [0, 1], [1, 1]] = [[4, 5], [10, 11]]
         let mut c = [f32::NAN; 4];
-        matmul(2, 3, 2, &[1., 2., 3., 4., 5., 6.], &[1., 0., 0., 1., 1., 1.], &mut c);
+        let (a, b) = ([1., 2., 3., 4., 5., 6.], [1., 0., 0., 1., 1., 1.]);
+        let (a, b) = (MatRef::row_major(&a, 3), MatRef::row_major(&b, 2));
+        matmul_views(2, 3, 2, a, b, &mut c, false);
         assert_eq!(c, [4., 5., 10., 11.]);
-        matmul(2, 0, 2, &[], &[], &mut c);
+        let empty = MatRef::row_major(&[], 0);
+        matmul_views(2, 0, 2, empty, empty, &mut c, false);
         assert_eq!(c, [0.; 4]);
     }
 

@@ -47,6 +47,7 @@ mod conv_grad;
 mod elementwise;
 mod error;
 mod gemm;
+mod panel_gemm;
 mod peak;
 mod pool;
 mod shape;

@@ -8,16 +8,23 @@
 //! transforms are additions and halvings only, so the result stays within a few ulp of the
 //! direct sum (tested against it at 1e-5).
 //!
-//! Work is cut into blocks of whole tile rows of one image, sized by the layer's shape only:
-//! the same bits on any thread count, like the GEMM path.
+//! Work is cut into blocks of whole tile rows counted across the batch (a block may end in one
+//! image and go on in the next: on 8×8 maps an image has only 16 tiles, too few rows for a GEMM
+//! to pay for packing its weights), sized by the layer's shape only: the same bits on any thread
+//! count, like the GEMM path.
 
-use crate::gemm::{matmul, matmul_views, MatRef};
+use crate::gemm::{matmul_views, MatRef};
+use crate::panel_gemm::{grouped_index, grouped_len, matmul_grouped, Finish, PackedMatrix};
 use crate::Nhwc;
 
 /// Tiles per block of work (rounded to whole tile rows): the block's `V` and `M` matrices
 /// (`16 · tiles · (C + O)` values, 6 MiB at C = 256, O = 512) stay in the shared cache, and the
 /// 16 GEMMs get enough rows to pay for packing their weights.
 const TILES_PER_BLOCK: usize = 192;
+
+/// The block count is rounded up to a multiple of this (when there are that many tile rows),
+/// so that small layers still have a block per core and 2 or 4 cores get equal shares.
+const BLOCK_MULTIPLE: usize = 4;
 
 /// Transformed 3×3 weights: 16 matrices `[C, O]`, matrix `ξ = 4i + j`.
 pub(crate) fn transform_weights(
@@ -50,9 +57,40 @@ pub(crate) fn transform_weights(
     u
 }
 
-/// Output rows per block for an output `width` wide (a multiple of 2: whole tile rows).
-pub(crate) fn rows_per_block(width: usize) -> usize {
-    2 * (TILES_PER_BLOCK / width.div_ceil(2)).max(1)
+/// A run of tile rows counted across the batch: global tile row `g` is tile row
+/// `g % tile_rows_per_image` of image `g / tile_rows_per_image`, and covers that image's output
+/// rows `2·ty` and `2·ty + 1` (the second one missing when the height is odd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TileRows {
+    pub(crate) first: usize,
+    pub(crate) count: usize,
+}
+
+/// How the transformed inputs `V[ξ]` (`[tiles, C]` each) lie in memory: row-major for the
+/// weight gradient's transposed views, grouped for the forward pass's micro-kernel (see
+/// `panel_gemm.rs`), which then reads them without copying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    RowMajor,
+    Grouped,
+}
+
+impl Layout {
+    /// Values per matrix.
+    fn matrix_len(self, tiles: usize, c_n: usize) -> usize {
+        match self {
+            Self::RowMajor => tiles * c_n,
+            Self::Grouped => grouped_len(tiles, c_n),
+        }
+    }
+
+    /// `(base, step)`: element `(tile, c)` lies at `base + c · step`.
+    fn row(self, tile: usize, c_n: usize) -> (usize, usize) {
+        match self {
+            Self::RowMajor => (tile * c_n, 1),
+            Self::Grouped => (grouped_index(tile, 0, c_n), grouped_index(0, 1, c_n)),
+        }
+    }
 }
 
 /// Geometry of one layer's Winograd pass.
@@ -62,60 +100,97 @@ pub(crate) struct Layer<'a> {
     pub(crate) out: Nhwc,
     pub(crate) top: usize,
     pub(crate) left: usize,
-    /// `[16, C, O]` from [`transform_weights`].
-    pub(crate) weights: &'a [f32],
+    /// The 16 `[C, O]` matrices from [`transform_weights`], packed (empty for the gradient).
+    pub(crate) weights: &'a [PackedMatrix],
 }
 
 impl Layer<'_> {
-    /// Computes output rows `first_row..first_row + rows` of image `b` (before the epilogue)
-    /// into `block` (`[rows, Wo, O]`), using `scratch`.
+    /// Tile rows per image.
+    fn tile_rows_per_image(&self) -> usize {
+        self.out.height.div_ceil(2)
+    }
+
+    /// Tiles per tile row.
+    pub(crate) fn tile_cols(&self) -> usize {
+        self.out.width.div_ceil(2)
+    }
+
+    /// `(image, tile row in the image)` of global tile row `g`.
+    fn locate(&self, g: usize) -> (usize, usize) {
+        let per_image = self.tile_rows_per_image();
+        (g / per_image, g % per_image)
+    }
+
+    /// The global output row (`b·Ho + y`) where global tile row `g` starts; `g` may be one past
+    /// the last tile row.
+    pub(crate) fn output_row(&self, g: usize) -> usize {
+        let (b, ty) = self.locate(g);
+        b * self.out.height + 2 * ty
+    }
+
+    /// The batch's tile rows cut into blocks of at most about `target_tiles` tiles (at least one
+    /// tile row each), in order: a multiple of [`BLOCK_MULTIPLE`] blocks of equal size (the last
+    /// may be shorter) when there are that many tile rows, so that two or four cores get equal
+    /// shares.
+    pub(crate) fn blocks(&self, target_tiles: usize) -> Vec<TileRows> {
+        let total = self.out.batch * self.tile_rows_per_image();
+        let by_size = (target_tiles / self.tile_cols()).max(1);
+        let count = total.div_ceil(by_size).next_multiple_of(BLOCK_MULTIPLE).min(total).max(1);
+        let per_block = total.div_ceil(count).max(1);
+        (0..total)
+            .step_by(per_block)
+            .map(|first| TileRows { first, count: per_block.min(total - first) })
+            .collect()
+    }
+
+    /// The forward pass's blocks (about [`TILES_PER_BLOCK`] tiles each).
+    pub(crate) fn forward_blocks(&self) -> Vec<TileRows> {
+        self.blocks(TILES_PER_BLOCK)
+    }
+
+    /// Computes the output of the tile rows `rows` into `block`: output rows
+    /// `output_row(rows.first)..output_row(rows.first + rows.count)`, each `[Wo, O]`, finished
+    /// by `finish` (its residual laid out like `block`).
     pub(crate) fn block(
         &self,
-        b: usize,
-        first_row: usize,
+        rows: TileRows,
         block: &mut [f32],
+        finish: Finish<'_>,
         scratch: &mut Vec<f32>,
     ) {
         let (c_n, o_n) = (self.shape.channels, self.out.channels);
-        let wo = self.out.width;
-        let rows = block.len() / (wo * o_n);
-        let (tile_rows, tile_cols) = (rows.div_ceil(2), wo.div_ceil(2));
-        let tiles = tile_rows * tile_cols;
-        scratch.resize(16 * tiles * (c_n + o_n), 0.0);
-        let (v, m) = scratch.split_at_mut(16 * tiles * c_n);
-        self.transform_input(b, first_row, tile_rows, tile_cols, v);
-        for xi in 0..16 {
-            matmul(
+        let tiles = rows.count * self.tile_cols();
+        let layout = Layout::Grouped;
+        let v_len = layout.matrix_len(tiles, c_n);
+        scratch.resize(16 * (v_len + tiles * o_n), 0.0);
+        let (v, m) = scratch.split_at_mut(16 * v_len);
+        self.transform_input(rows, v, layout);
+        for (xi, weights) in self.weights.iter().enumerate() {
+            matmul_grouped(
                 tiles,
-                c_n,
-                o_n,
-                &v[xi * tiles * c_n..(xi + 1) * tiles * c_n],
-                &self.weights[xi * c_n * o_n..(xi + 1) * c_n * o_n],
+                &v[xi * v_len..(xi + 1) * v_len],
+                weights,
                 &mut m[xi * tiles * o_n..(xi + 1) * tiles * o_n],
             );
         }
-        transform_output(m, tiles, tile_cols, o_n, wo, rows, block);
+        self.transform_output(m, rows, block, finish);
     }
 
-    /// `V[ξ][tile][c] = (Bᵀ d B)[ξ]` for the tiles of output rows `first_row..`.
-    fn transform_input(
-        &self,
-        b: usize,
-        first_row: usize,
-        tile_rows: usize,
-        tile_cols: usize,
-        v: &mut [f32],
-    ) {
+    /// `V[ξ][tile][c] = (Bᵀ d B)[ξ]` for the tiles of `rows`, each of the 16 matrices
+    /// `[tiles, C]` in `layout`.
+    fn transform_input(&self, rows: TileRows, v: &mut [f32], layout: Layout) {
         let c_n = self.shape.channels;
-        let tiles = tile_rows * tile_cols;
+        let tile_cols = self.tile_cols();
+        let matrix_len = layout.matrix_len(rows.count * tile_cols, c_n);
         let zeros = vec![0f32; c_n];
         let (h, w) = (self.shape.height, self.shape.width);
-        for ty in 0..tile_rows {
+        for r in 0..rows.count {
+            let (b, ty) = self.locate(rows.first + r);
             for tx in 0..tile_cols {
-                let tile = ty * tile_cols + tx;
+                let (base, step) = layout.row(r * tile_cols + tx, c_n);
                 // The 16 input pixels of the patch (zeros outside the image).
                 let pixel = |dy: usize, dx: usize| -> &[f32] {
-                    let iy = (first_row + 2 * ty + dy).wrapping_sub(self.top);
+                    let iy = (2 * ty + dy).wrapping_sub(self.top);
                     let ix = (2 * tx + dx).wrapping_sub(self.left);
                     if iy < h && ix < w {
                         let at = ((b * h + iy) * w + ix) * c_n;
@@ -139,47 +214,69 @@ impl Layer<'_> {
                     for (i, [u0, u1, u2, u3]) in u.into_iter().enumerate() {
                         let row = [u0 - u2, u1 + u2, u2 - u1, u1 - u3];
                         for (j, value) in row.into_iter().enumerate() {
-                            v[((4 * i + j) * tiles + tile) * c_n + c] = value;
+                            v[(4 * i + j) * matrix_len + base + c * step] = value;
                         }
                     }
                 }
             }
         }
     }
-}
 
-/// `Y = Aᵀ M A` per tile into the block's `[rows, Wo, O]` (clipped at odd edges).
-fn transform_output(
-    m: &[f32],
-    tiles: usize,
-    tile_cols: usize,
-    o_n: usize,
-    wo: usize,
-    rows: usize,
-    block: &mut [f32],
-) {
-    let mut quad = vec![0f32; 4 * o_n];
-    for tile in 0..tiles {
-        let ms: [&[f32]; 16] =
-            std::array::from_fn(|xi| &m[(xi * tiles + tile) * o_n..(xi * tiles + tile + 1) * o_n]);
-        let (q00, rest) = quad.split_at_mut(o_n);
-        let (q01, rest) = rest.split_at_mut(o_n);
-        let (q10, q11) = rest.split_at_mut(o_n);
-        for o in 0..o_n {
-            let v = |xi: usize| ms[xi][o];
-            // Aᵀ m (rows 0..3 of m → 2 rows), then · A (columns).
-            let s0: [f32; 4] = std::array::from_fn(|j| v(j) + v(4 + j) + v(8 + j));
-            let s1: [f32; 4] = std::array::from_fn(|j| v(4 + j) - v(8 + j) - v(12 + j));
-            q00[o] = s0[0] + s0[1] + s0[2];
-            q01[o] = s0[1] - s0[2] - s0[3];
-            q10[o] = s1[0] + s1[1] + s1[2];
-            q11[o] = s1[1] - s1[2] - s1[3];
-        }
-        let (ty, tx) = (tile / tile_cols, tile % tile_cols);
-        for (k, values) in quad.chunks_exact(o_n).enumerate() {
-            let (y, x) = (2 * ty + k / 2, 2 * tx + k % 2);
-            if y < rows && x < wo {
-                block[(y * wo + x) * o_n..(y * wo + x + 1) * o_n].copy_from_slice(values);
+    /// `Y = Aᵀ M A` per tile of `rows` into `block` (clipped at odd edges), finished there:
+    /// `+ bias`, `+ residual`, ReLU.
+    fn transform_output(&self, m: &[f32], rows: TileRows, block: &mut [f32], finish: Finish<'_>) {
+        let (o_n, wo, ho) = (self.out.channels, self.out.width, self.out.height);
+        let tile_cols = self.tile_cols();
+        let tiles = rows.count * tile_cols;
+        let block_start = self.output_row(rows.first);
+        let mut quad = vec![0f32; 4 * o_n];
+        for tile in 0..tiles {
+            let ms: [&[f32]; 16] = std::array::from_fn(|xi| {
+                &m[(xi * tiles + tile) * o_n..(xi * tiles + tile + 1) * o_n]
+            });
+            let (q00, rest) = quad.split_at_mut(o_n);
+            let (q01, rest) = rest.split_at_mut(o_n);
+            let (q10, q11) = rest.split_at_mut(o_n);
+            for o in 0..o_n {
+                let v = |xi: usize| ms[xi][o];
+                // Aᵀ m (rows 0..3 of m → 2 rows), then · A (columns).
+                let s0: [f32; 4] = std::array::from_fn(|j| v(j) + v(4 + j) + v(8 + j));
+                let s1: [f32; 4] = std::array::from_fn(|j| v(4 + j) - v(8 + j) - v(12 + j));
+                q00[o] = s0[0] + s0[1] + s0[2];
+                q01[o] = s0[1] - s0[2] - s0[3];
+                q10[o] = s1[0] + s1[1] + s1[2];
+                q11[o] = s1[1] - s1[2] - s1[3];
+            }
+            let (r, tx) = (tile / tile_cols, tile % tile_cols);
+            let g = rows.first + r;
+            let (_, ty) = self.locate(g);
+            let first_row = self.output_row(g) - block_start;
+            for (k, values) in quad.chunks_exact(o_n).enumerate() {
+                let (dy, x) = (k / 2, 2 * tx + k % 2);
+                if 2 * ty + dy < ho && x < wo {
+                    let at = ((first_row + dy) * wo + x) * o_n;
+                    let out = &mut block[at..at + o_n];
+                    match finish.residual {
+                        Some(residual) => {
+                            let residual = &residual[at..at + o_n];
+                            for (((y, v), b), r) in
+                                out.iter_mut().zip(values).zip(finish.bias).zip(residual)
+                            {
+                                *y = v + b + r;
+                            }
+                        }
+                        None => {
+                            for ((y, v), b) in out.iter_mut().zip(values).zip(finish.bias) {
+                                *y = v + b;
+                            }
+                        }
+                    }
+                    if finish.relu {
+                        for y in out.iter_mut() {
+                            *y = y.max(0.0);
+                        }
+                    }
+                }
             }
         }
     }
@@ -202,39 +299,26 @@ pub(crate) struct WeightGradient<'a> {
 }
 
 impl WeightGradient<'_> {
-    /// Output rows per block: whole tile rows, about [`WEIGHT_GRAD_TILES`] tiles.
-    fn rows_per_block(width: usize) -> usize {
-        2 * (WEIGHT_GRAD_TILES / width.div_ceil(2)).max(1)
+    /// Blocks of work: about [`WEIGHT_GRAD_TILES`] tiles each, in a fixed order.
+    pub(crate) fn blocks(&self) -> Vec<TileRows> {
+        self.layer.blocks(WEIGHT_GRAD_TILES)
     }
 
-    /// Blocks of work: `(image, first output row)`, whole tile rows, in a fixed order.
-    pub(crate) fn blocks(&self) -> Vec<(usize, usize)> {
-        let rows = Self::rows_per_block(self.layer.out.width);
-        let mut blocks = Vec::new();
-        for b in 0..self.layer.out.batch {
-            blocks.extend((0..self.layer.out.height).step_by(rows).map(|first| (b, first)));
-        }
-        blocks
-    }
-
-    /// Adds `∂L/∂U` of one block (`(image, first row)`) into `u` (`[16, C, O]`), or writes it
-    /// there if not `accumulate`.
+    /// Adds `∂L/∂U` of the tile rows `rows` into `u` (`[16, C, O]`), or writes it there if not
+    /// `accumulate`.
     pub(crate) fn accumulate(
         &self,
-        (b, first_row): (usize, usize),
+        rows: TileRows,
         u: &mut [f32],
         scratch: &mut Vec<f32>,
         accumulate: bool,
     ) {
-        let out = self.layer.out;
-        let (c_n, o_n) = (self.layer.shape.channels, out.channels);
-        let rows = Self::rows_per_block(out.width).min(out.height - first_row);
-        let (tile_rows, tile_cols) = (rows.div_ceil(2), out.width.div_ceil(2));
-        let tiles = tile_rows * tile_cols;
+        let (c_n, o_n) = (self.layer.shape.channels, self.layer.out.channels);
+        let tiles = rows.count * self.layer.tile_cols();
         scratch.resize(16 * tiles * (c_n + o_n), 0.0);
         let (v, p) = scratch.split_at_mut(16 * tiles * c_n);
-        self.layer.transform_input(b, first_row, tile_rows, tile_cols, v);
-        self.transform_output_grad(b, first_row, tile_rows, tile_cols, p);
+        self.layer.transform_input(rows, v, Layout::RowMajor);
+        self.transform_output_grad(rows, p);
         for xi in 0..16 {
             matmul_views(
                 c_n,
@@ -248,25 +332,20 @@ impl WeightGradient<'_> {
         }
     }
 
-    /// `P[ξ][tile][o] = (A dY Aᵀ)[ξ]` for the tiles of output rows `first_row..` of image `b`;
-    /// output positions past the edge (odd sizes) count as zero.
-    fn transform_output_grad(
-        &self,
-        b: usize,
-        first_row: usize,
-        tile_rows: usize,
-        tile_cols: usize,
-        p: &mut [f32],
-    ) {
+    /// `P[ξ][tile][o] = (A dY Aᵀ)[ξ]` for the tiles of `rows`; output positions past the edge
+    /// (odd sizes) count as zero.
+    fn transform_output_grad(&self, rows: TileRows, p: &mut [f32]) {
         let out = self.layer.out;
         let o_n = out.channels;
-        let tiles = tile_rows * tile_cols;
+        let tile_cols = self.layer.tile_cols();
+        let tiles = rows.count * tile_cols;
         let zeros = vec![0f32; o_n];
-        for ty in 0..tile_rows {
+        for r in 0..rows.count {
+            let (b, ty) = self.layer.locate(rows.first + r);
             for tx in 0..tile_cols {
-                let tile = ty * tile_cols + tx;
+                let tile = r * tile_cols + tx;
                 let grad = |dy: usize, dx: usize| -> &[f32] {
-                    let (y, x) = (first_row + 2 * ty + dy, 2 * tx + dx);
+                    let (y, x) = (2 * ty + dy, 2 * tx + dx);
                     if y < out.height && x < out.width {
                         let at = ((b * out.height + y) * out.width + x) * o_n;
                         &self.grad_out[at..at + o_n]

@@ -1,0 +1,581 @@
+//! The forward pass's GEMM: weights packed once, multiplied by a register-blocked micro-kernel.
+//!
+//! A convolution multiplies many blocks of input rows by the same weights. A general GEMM (the
+//! `gemm` crate's) packs its right-hand side again in every call; on seed 000's 8×8 maps a
+//! Winograd block has 16–128 rows, and packing a 1024 × 256 matrix then costs about as much as
+//! multiplying by it. Here the weights are packed once, when the layer is built, into panels of
+//! 16 columns (`[K][16]`, each row one aligned cache line, zero-padded past `N`). The AVX2 micro-
+//! kernel keeps a 6 × 16 block of `C` in twelve registers and, per step of `k`, loads one row of
+//! the panel and broadcasts 6 inputs straight from the row-major `A` (no packing of `A` either:
+//! each of its rows is read in order, one cache line every 16 steps). `K` is cut into slices of
+//! [`KC`] so that a panel slice (16 KiB) stays in L1 while every row of the block streams past it.
+//!
+//! **Determinism.** Every value of `C` is one chain of multiply-adds over `k` in increasing order
+//! (stored and reloaded unchanged between `K` slices), whatever the number of rows or where the
+//! row sits in its block: so the bits depend neither on how rows are split between threads nor
+//! on `M`. Machines without AVX2 + FMA run a portable kernel (the same order, unfused, which the
+//! compiler vectorises for the target's baseline SIMD).
+
+// The AVX2 micro-kernel reads and writes through raw pointers (intrinsics' loads and stores);
+// every access is inside the bounds that `Strip::run` asserts before calling it.
+#![allow(unsafe_code)]
+
+/// Columns per panel: two AVX2 registers.
+const NR: usize = 16;
+/// Rows per micro-kernel call: 6 × 2 accumulators + 2 weight registers + 1 broadcast ≤ 16.
+const MR: usize = 6;
+/// `k` steps per slice: a panel slice is `KC · 64` bytes = 16 KiB, half of L1.
+const KC: usize = 256;
+
+/// One row of a panel: 16 weights in one 64-byte cache line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, align(64))]
+struct PanelRow([f32; NR]);
+
+/// A `[K, N]` matrix packed for [`matmul_packed`]: `⌈N / 16⌉` panels of `K` rows of 16 columns,
+/// panel `p`'s row `k` holding columns `16p .. 16p + 16` of row `k` (zeros past `N`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PackedMatrix {
+    k: usize,
+    n: usize,
+    rows: Vec<PanelRow>,
+}
+
+impl PackedMatrix {
+    /// Packs the row-major `[k, n]` matrix `b`.
+    pub(crate) fn new(b: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(b.len(), k * n, "PackedMatrix: {k}×{n} matrix from {} values", b.len());
+        let panels = n.div_ceil(NR);
+        let mut rows = vec![PanelRow([0.0; NR]); panels * k];
+        for p in 0..panels {
+            let cols = NR.min(n - p * NR);
+            for (kk, row) in rows[p * k..(p + 1) * k].iter_mut().enumerate() {
+                row.0[..cols].copy_from_slice(&b[kk * n + p * NR..kk * n + p * NR + cols]);
+            }
+        }
+        Self { k, n, rows }
+    }
+
+    /// The panel rows `k0 .. k0 + kc` of panel `p`.
+    fn slice(&self, p: usize, k0: usize, kc: usize) -> &[PanelRow] {
+        &self.rows[p * self.k + k0..p * self.k + k0 + kc]
+    }
+}
+
+/// What happens to the finished sums as they are stored (after the last `K` slice): `+ bias`,
+/// then `+ residual` (laid out like `c`) if given, then ReLU — a convolution's epilogue, applied
+/// while the values are still in registers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Finish<'a> {
+    /// `[N]`.
+    pub(crate) bias: &'a [f32],
+    pub(crate) residual: Option<&'a [f32]>,
+    pub(crate) relu: bool,
+}
+
+/// `c = finish(a · b)` for a row-major `a: [m, K]` and `c: [m, N]` (overwritten), `b` packed
+/// `[K, N]`, on the calling thread only (callers split rows over threads).
+pub(crate) fn matmul_packed(
+    m: usize,
+    a: &[f32],
+    b: &PackedMatrix,
+    c: &mut [f32],
+    finish: Option<Finish<'_>>,
+) {
+    matmul_on(Isa::detect(), m, a, b, c, finish);
+}
+
+/// [`matmul_packed`] on a given micro-kernel: `A` grouped one `K` slice at a time, so that the
+/// slice the panels stream past is the one just written (in cache).
+fn matmul_on(
+    isa: Isa,
+    m: usize,
+    a: &[f32],
+    b: &PackedMatrix,
+    c: &mut [f32],
+    finish: Option<Finish<'_>>,
+) {
+    let k = b.k;
+    assert!(a.len() >= m * k, "matmul_packed: {m}×{k} left side from {} values", a.len());
+    GROUPED_ROWS.with_borrow_mut(|grouped| {
+        Slices { m, b, finish }.run(isa, c, RowsOfA::RowMajor { a, grouped });
+    });
+}
+
+/// `c = a · b` as [`matmul_packed`] (no epilogue), for an `a: [m, K]` already in the grouped
+/// layout ([`grouped_index`]).
+pub(crate) fn matmul_grouped(m: usize, a: &[f32], b: &PackedMatrix, c: &mut [f32]) {
+    let k = b.k;
+    assert!(a.len() >= grouped_len(m, k), "matmul: {m}×{k} grouped rows from {} values", a.len());
+    Slices { m, b, finish: None }.run(Isa::detect(), c, RowsOfA::Grouped(a));
+}
+
+/// Where a product's `A` comes from.
+enum RowsOfA<'a> {
+    /// Row-major, grouped one `K` slice at a time into the buffer.
+    RowMajor { a: &'a [f32], grouped: &'a mut Vec<f32> },
+    /// Already grouped.
+    Grouped(&'a [f32]),
+}
+
+/// One product cut into `K` slices.
+struct Slices<'a> {
+    m: usize,
+    b: &'a PackedMatrix,
+    finish: Option<Finish<'a>>,
+}
+
+impl Slices<'_> {
+    /// Multiplies `a` into `c` one `K` slice at a time: written by the first slice, added to by
+    /// the others, finished by the last.
+    fn run(&self, isa: Isa, c: &mut [f32], mut a: RowsOfA<'_>) {
+        let (m, k, n) = (self.m, self.b.k, self.b.n);
+        assert!(c.len() >= m * n, "matmul: {m}×{n} output into {} values", c.len());
+        if let Some(finish) = self.finish {
+            assert_eq!(finish.bias.len(), n, "matmul: bias for {n} columns");
+            if let Some(residual) = finish.residual {
+                assert!(residual.len() >= m * n, "matmul: short residual");
+            }
+        }
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            // No products: the finish applies to zeros.
+            c[..m * n].fill(0.0);
+            for p in 0..n.div_ceil(NR) {
+                self.strip(isa, &[], 0, p, &[], c, 0, true);
+            }
+            return;
+        }
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            // The slice's rows: group `g` at `g · group_stride`, `[kc][6]` each.
+            let (a, group_stride) = match &mut a {
+                RowsOfA::RowMajor { a, grouped } => {
+                    group_rows(m, k, k0, kc, a, grouped);
+                    (&grouped[..], kc * MR)
+                }
+                RowsOfA::Grouped(a) => (&a[k0 * MR..], k * MR),
+            };
+            for p in 0..n.div_ceil(NR) {
+                let last = k0 + kc == k;
+                self.strip(isa, a, group_stride, p, self.b.slice(p, k0, kc), c, k0, last);
+            }
+        }
+    }
+
+    /// All rows of `c`'s 16-column panel `p` for one `K` slice starting at `k0`.
+    #[allow(clippy::too_many_arguments)]
+    fn strip(
+        &self,
+        isa: Isa,
+        a: &[f32],
+        group_stride: usize,
+        p: usize,
+        panel: &[PanelRow],
+        c: &mut [f32],
+        k0: usize,
+        last: bool,
+    ) {
+        let n = self.b.n;
+        let cols = NR.min(n - p * NR);
+        let finish = self.finish.filter(|_| last).map(|f| StripFinish {
+            bias: &f.bias[p * NR..p * NR + cols],
+            residual: f.residual.map(|r| &r[p * NR..]),
+            relu: f.relu,
+        });
+        let strip = Strip {
+            a,
+            group_stride,
+            panel,
+            c: &mut c[p * NR..],
+            ldc: n,
+            rows: self.m,
+            cols,
+            accumulate: k0 > 0 || panel.is_empty(),
+            finish,
+        };
+        strip.run(isa);
+    }
+}
+
+/// Values in the grouped layout of an `[m, k]` matrix: `⌈m / 6⌉` groups of 6 rows, each
+/// `[k][6]`, so that the micro-kernel reads one stream in order rather than 6 rows `k` apart
+/// (which share L1 sets when `k` is a multiple of 1024). Rows past `m` in the last group are
+/// never read.
+pub(crate) fn grouped_len(m: usize, k: usize) -> usize {
+    m.div_ceil(MR) * k * MR
+}
+
+/// Where element `(row, col)` of a `[·, k]` matrix lies in the grouped layout.
+#[inline]
+pub(crate) fn grouped_index(row: usize, col: usize, k: usize) -> usize {
+    ((row / MR) * k + col) * MR + row % MR
+}
+
+thread_local! {
+    /// `A` regrouped by [`group_rows`]; reused from call to call.
+    static GROUPED_ROWS: std::cell::RefCell<Vec<f32>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copies columns `k0 .. k0 + kc` of the row-major `a: [m, k]` into `grouped`, in the grouped
+/// layout of an `[m, kc]` matrix.
+fn group_rows(m: usize, k: usize, k0: usize, kc: usize, a: &[f32], grouped: &mut Vec<f32>) {
+    let len = grouped_len(m, kc);
+    if grouped.len() < len {
+        grouped.resize(len, 0.0);
+    }
+    for (g, group) in grouped[..len].chunks_exact_mut(kc * MR).enumerate() {
+        let rows = MR.min(m - g * MR);
+        let row = |i: usize| &a[(g * MR + i) * k + k0..][..kc];
+        if rows == MR {
+            let r: [&[f32]; MR] = std::array::from_fn(row);
+            for (kk, dst) in group.chunks_exact_mut(MR).enumerate() {
+                for (d, row) in dst.iter_mut().zip(&r) {
+                    *d = row[kk];
+                }
+            }
+        } else {
+            for i in 0..rows {
+                for (kk, &x) in row(i).iter().enumerate() {
+                    group[kk * MR + i] = x;
+                }
+            }
+        }
+    }
+}
+
+/// One micro-kernel call per group of 6 rows down a 16-column strip of `c`:
+/// `c[i][j] (+)= Σ_kk a[(i / 6)·group_stride + kk·6 + i % 6] · panel[kk][j]` for `i < rows`,
+/// `j < cols ≤ 16`, `kk < panel.len()`, then the finish if any.
+struct Strip<'a> {
+    a: &'a [f32],
+    group_stride: usize,
+    panel: &'a [PanelRow],
+    /// Starts at the strip's first column; row stride `ldc`.
+    c: &'a mut [f32],
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    /// Start from `c`'s values (a later `K` slice) rather than zero.
+    accumulate: bool,
+    finish: Option<StripFinish<'a>>,
+}
+
+/// [`Finish`] cut to one strip: `bias` has `cols` values, `residual` starts at the strip's first
+/// column with row stride `ldc`.
+#[derive(Clone, Copy)]
+struct StripFinish<'a> {
+    bias: &'a [f32],
+    residual: Option<&'a [f32]>,
+    relu: bool,
+}
+
+/// Which micro-kernel this machine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    Portable,
+}
+
+impl Isa {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Self::Avx2Fma;
+        }
+        Self::Portable
+    }
+}
+
+impl Strip<'_> {
+    fn run(self, isa: Isa) {
+        // Every read of `a` and `panel` and every access to `c` and the residual is in bounds:
+        // checked once here, relied on by the kernels.
+        let (kc, rows, cols, ldc) = (self.panel.len(), self.rows, self.cols, self.ldc);
+        assert!(rows >= 1 && (1..=NR).contains(&cols));
+        if kc > 0 {
+            let last_group = (rows - 1) / MR;
+            assert!(last_group * self.group_stride + kc * MR <= self.a.len(), "strip: short a");
+        }
+        assert!((rows - 1) * ldc + cols <= self.c.len(), "strip: short c");
+        if let Some(finish) = self.finish {
+            assert_eq!(finish.bias.len(), cols, "strip: bias");
+            if let Some(residual) = finish.residual {
+                assert!((rows - 1) * ldc + cols <= residual.len(), "strip: short residual");
+            }
+        }
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA were detected at run time (`Isa::detect`); the bounds the
+            // kernel relies on were asserted above.
+            Isa::Avx2Fma => unsafe { avx2::strip(self) },
+            Isa::Portable => self.portable(),
+        }
+    }
+
+    /// The same sums in plain Rust (multiply, then add).
+    fn portable(self) {
+        let Strip { a, group_stride, panel, c, ldc, rows, cols, accumulate, finish } = self;
+        for r0 in (0..rows).step_by(MR) {
+            let a = &a[(r0 / MR) * group_stride..];
+            let mut acc = [[0f32; NR]; MR];
+            let group_rows = MR.min(rows - r0);
+            for (i, row) in acc.iter_mut().enumerate().take(group_rows) {
+                if accumulate {
+                    row[..cols].copy_from_slice(&c[(r0 + i) * ldc..][..cols]);
+                }
+            }
+            for (kk, weights) in panel.iter().enumerate() {
+                for (i, row) in acc.iter_mut().enumerate().take(group_rows) {
+                    let x = a[kk * MR + i];
+                    for (v, w) in row.iter_mut().zip(&weights.0) {
+                        *v += x * w;
+                    }
+                }
+            }
+            for (i, row) in acc.iter_mut().enumerate().take(group_rows) {
+                let at = (r0 + i) * ldc;
+                if let Some(f) = finish {
+                    for (v, b) in row.iter_mut().zip(f.bias) {
+                        *v += b;
+                    }
+                    if let Some(residual) = f.residual {
+                        for (v, r) in row.iter_mut().zip(&residual[at..at + cols]) {
+                            *v += r;
+                        }
+                    }
+                    if f.relu {
+                        for v in row.iter_mut() {
+                            *v = v.max(0.0);
+                        }
+                    }
+                }
+                c[at..at + cols].copy_from_slice(&row[..cols]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_load_ps,
+        _mm256_loadu_ps, _mm256_max_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+
+    use super::{Strip, MR, NR};
+
+    /// Loads up to 16 values (`cols` of them, zeros after) as two registers.
+    #[target_feature(enable = "avx2,fma")]
+    fn load(values: &[f32], cols: usize) -> [__m256; 2] {
+        let mut edge = [0f32; NR];
+        let src = if cols == NR {
+            &values[..NR]
+        } else {
+            for (e, v) in edge.iter_mut().zip(&values[..cols]) {
+                *e = *v;
+            }
+            &edge[..]
+        };
+        // SAFETY: `src` holds 16 values.
+        unsafe { [_mm256_loadu_ps(src.as_ptr()), _mm256_loadu_ps(src.as_ptr().add(8))] }
+    }
+
+    /// Stores the first `cols` of two registers' 16 values into `dst`.
+    #[target_feature(enable = "avx2,fma")]
+    fn store(dst: &mut [f32], cols: usize, v: [__m256; 2]) {
+        if cols == NR {
+            let dst = &mut dst[..NR];
+            // SAFETY: `dst` holds 16 values.
+            unsafe {
+                _mm256_storeu_ps(dst.as_mut_ptr(), v[0]);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(8), v[1]);
+            }
+            return;
+        }
+        let mut edge = [0f32; NR];
+        // SAFETY: `edge` holds 16 values.
+        unsafe {
+            _mm256_storeu_ps(edge.as_mut_ptr(), v[0]);
+            _mm256_storeu_ps(edge.as_mut_ptr().add(8), v[1]);
+        }
+        for (d, e) in dst[..cols].iter_mut().zip(edge) {
+            *d = e;
+        }
+    }
+
+    /// [`Strip`] on AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The caller checked AVX2 + FMA at run time and the strip's bounds as in `Strip::run`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn strip(strip: Strip<'_>) {
+        let Strip { a, group_stride, panel, c, ldc, rows, cols, accumulate, finish } = strip;
+        let bias = finish.map(|f| load(f.bias, cols));
+        for r0 in (0..rows).step_by(MR) {
+            let group = Group {
+                a: &a[(r0 / MR) * group_stride..],
+                panel,
+                ldc,
+                cols,
+                accumulate,
+                finish: finish.map(|f| (f, bias)),
+                residual_at: r0 * ldc,
+            };
+            let c = &mut c[r0 * ldc..];
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match MR.min(rows - r0) {
+                    6 => group.run::<6>(c),
+                    5 => group.run::<5>(c),
+                    4 => group.run::<4>(c),
+                    3 => group.run::<3>(c),
+                    2 => group.run::<2>(c),
+                    _ => group.run::<1>(c),
+                }
+            }
+        }
+    }
+
+    /// One group of rows of a strip.
+    struct Group<'a> {
+        /// The group's `[kc][6]` inputs.
+        a: &'a [f32],
+        panel: &'a [super::PanelRow],
+        ldc: usize,
+        cols: usize,
+        accumulate: bool,
+        finish: Option<(super::StripFinish<'a>, Option<[__m256; 2]>)>,
+        /// Where the group's first row starts in the strip's residual.
+        residual_at: usize,
+    }
+
+    impl Group<'_> {
+        /// `c` (starting at the group's first row, row stride `ldc`) for `ROWS` rows:
+        /// 2·`ROWS` accumulators for the whole slice.
+        ///
+        /// # Safety
+        /// As [`strip`]; `a` holds `kc · 6` values and `c` `(ROWS − 1)·ldc + cols`.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<const ROWS: usize>(&self, c: &mut [f32]) {
+            let (ldc, cols) = (self.ldc, self.cols);
+            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+            if self.accumulate {
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    *acc = load(&c[i * ldc..], cols);
+                }
+            }
+            let a = self.a.as_ptr();
+            for (kk, weights) in self.panel.iter().enumerate() {
+                // SAFETY: a panel row is 16 values aligned to 64 bytes; `a` is read at
+                // `kk·6 + i` for `i < ROWS ≤ 6`, `kk < kc`, in bounds by `Strip::run`'s
+                // assertions.
+                unsafe {
+                    let w0 = _mm256_load_ps(weights.0.as_ptr());
+                    let w1 = _mm256_load_ps(weights.0.as_ptr().add(8));
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_broadcast_ss(&*a.add(kk * MR + i));
+                        acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
+                    }
+                }
+            }
+            for (i, mut v) in acc.into_iter().enumerate() {
+                if let Some((f, Some(b))) = self.finish {
+                    v = [_mm256_add_ps(v[0], b[0]), _mm256_add_ps(v[1], b[1])];
+                    if let Some(residual) = f.residual {
+                        let r = load(&residual[self.residual_at + i * ldc..], cols);
+                        v = [_mm256_add_ps(v[0], r[0]), _mm256_add_ps(v[1], r[1])];
+                    }
+                    if f.relu {
+                        let zero = _mm256_setzero_ps();
+                        v = [_mm256_max_ps(v[0], zero), _mm256_max_ps(v[1], zero)];
+                    }
+                }
+                store(&mut c[i * ldc..], cols, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The product in f64, the definition written out.
+    fn reference(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for kk in 0..k {
+                for j in 0..n {
+                    c[i * n + j] += f64::from(a[i * k + kk]) * f64::from(b[kk * n + j]);
+                }
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect()
+    }
+
+    /// Edge rows (m not a multiple of 6), edge columns (n not a multiple of 16) and several `K`
+    /// slices (k > 256), on the dispatched kernel and the portable one.
+    #[test]
+    fn products_match_the_definition_at_every_edge() {
+        for isa in [Isa::detect(), Isa::Portable] {
+            for (m, k, n) in [(1, 1, 1), (7, 3, 17), (13, 300, 40), (6, 513, 16), (20, 64, 5)] {
+                let (a, b) = (values(m * k, 1), values(k * n, 2));
+                let packed = PackedMatrix::new(&b, k, n);
+                let expected = reference(m, k, n, &a, &b);
+                let mut c = vec![f32::NAN; m * n + 3];
+                matmul_on(isa, m, &a, &packed, &mut c, None);
+                for (got, want) in c.iter().zip(&expected) {
+                    let close = (f64::from(*got) - want).abs() <= 1e-5 * k as f64;
+                    assert!(close, "{isa:?} {m}×{k}×{n}: {got} vs {want}");
+                }
+                assert!(c[m * n..].iter().all(|v| v.is_nan()), "{isa:?} wrote past m×n");
+                // The fused finish: bias, residual, ReLU.
+                let (bias, residual) = (values(n, 5), values(m * n, 6));
+                let finish = Finish { bias: &bias, residual: Some(&residual), relu: true };
+                matmul_on(isa, m, &a, &packed, &mut c, Some(finish));
+                for (j, (got, want)) in c.iter().zip(&expected).enumerate() {
+                    let want = (want + f64::from(bias[j % n]) + f64::from(residual[j])).max(0.0);
+                    let close = (f64::from(*got) - want).abs() <= 1e-5 * k as f64;
+                    assert!(close, "{isa:?} {m}×{k}×{n} finished: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    /// Each value is one chain over `k`, whatever the rows around it: computing rows one at a
+    /// time gives the same bits as all at once.
+    #[test]
+    fn a_row_has_the_same_bits_alone_and_in_a_block() {
+        let (m, k, n) = (11, 600, 35);
+        let (a, b) = (values(m * k, 3), values(k * n, 4));
+        let packed = PackedMatrix::new(&b, k, n);
+        let mut all = vec![0f32; m * n];
+        matmul_packed(m, &a, &packed, &mut all, None);
+        for i in 0..m {
+            let mut one = vec![0f32; n];
+            matmul_packed(1, &a[i * k..(i + 1) * k], &packed, &mut one, None);
+            assert_eq!(one, all[i * n..(i + 1) * n], "row {i}");
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension_writes_zeros_then_the_finish() {
+        let packed = PackedMatrix::new(&[], 0, 3);
+        let mut c = [f32::NAN; 6];
+        matmul_packed(2, &[], &packed, &mut c, None);
+        assert_eq!(c, [0.0; 6]);
+        let finish = Finish { bias: &[1.0, -2.0, 3.0], residual: None, relu: true };
+        matmul_packed(2, &[], &packed, &mut c, Some(finish));
+        assert_eq!(c, [1.0, 0.0, 3.0, 1.0, 0.0, 3.0]);
+    }
+}
