@@ -506,8 +506,7 @@ mod tests {
             let conv = Conv2d::from_oihw(&weight, [o, i, k, k], Some(&bias), stride, pad).unwrap();
             assert_eq!(conv.uses_winograd(), k == 3 && stride == 1 && i >= 16, "case {n}");
             let out_shape = conv.output_shape(shape).unwrap();
-            let plain =
-                direct(&input, shape, &weight, [o, i, k, k], &bias, stride, pad, out_shape);
+            let plain = direct(&input, shape, &weight, [o, i, k, k], &bias, stride, pad, out_shape);
             // The epilogue too: every other case adds a residual and applies the ReLU.
             let residual = values(plain.len(), 300 + n as u32);
             let epilogue = match n % 2 {

@@ -24,7 +24,12 @@
 const NR: usize = 16;
 /// Rows per micro-kernel call: 6 × 2 accumulators + 2 weight registers + 1 broadcast ≤ 16.
 const MR: usize = 6;
-/// `k` steps per slice: a panel slice is `KC · 64` bytes = 16 KiB, half of L1.
+/// Columns per chunk of the grouped layout ([`grouped_index`]).
+pub(crate) const CHUNK: usize = 8;
+/// Values per chunk of a group: 6 rows × 8 columns.
+const CHUNK_LEN: usize = MR * CHUNK;
+/// `k` steps per slice: a panel slice is `KC · 64` bytes = 16 KiB, half of L1. A multiple of
+/// [`CHUNK`], so that slices start at a chunk.
 const KC: usize = 256;
 
 /// One row of a panel: 16 weights in one 64-byte cache line.
@@ -150,13 +155,13 @@ impl Slices<'_> {
         }
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            // The slice's rows: group `g` at `g · group_stride`, `[kc][6]` each.
+            // The slice's rows: group `g` at `g · group_stride`, its chunks in order.
             let (a, group_stride) = match &mut a {
                 RowsOfA::RowMajor { a, grouped } => {
                     group_rows(m, k, k0, kc, a, grouped);
-                    (&grouped[..], kc * MR)
+                    (&grouped[..], group_len(kc))
                 }
-                RowsOfA::Grouped(a) => (&a[k0 * MR..], k * MR),
+                RowsOfA::Grouped(a) => (&a[k0 * MR..], group_len(k)),
             };
             for p in 0..n.div_ceil(NR) {
                 let last = k0 + kc == k;
@@ -200,18 +205,31 @@ impl Slices<'_> {
     }
 }
 
-/// Values in the grouped layout of an `[m, k]` matrix: `⌈m / 6⌉` groups of 6 rows, each
-/// `[k][6]`, so that the micro-kernel reads one stream in order rather than 6 rows `k` apart
-/// (which share L1 sets when `k` is a multiple of 1024). Rows past `m` in the last group are
-/// never read.
+/// Values in the grouped layout of an `[m, k]` matrix: `⌈m / 6⌉` groups of 6 rows; a group is
+/// `⌈k / 8⌉` chunks of 8 columns, each chunk `[6 rows][8 columns]`. The micro-kernel then reads
+/// one stream in order (not 6 rows `k` apart, which share L1 sets when `k` is a multiple of
+/// 1024), and writers fill 8 columns of a row with one contiguous store. Rows past `m` and
+/// columns past `k` in the last group and chunk are never read.
 pub(crate) fn grouped_len(m: usize, k: usize) -> usize {
-    m.div_ceil(MR) * k * MR
+    m.div_ceil(MR) * group_len(k)
 }
 
-/// Where element `(row, col)` of a `[·, k]` matrix lies in the grouped layout.
+/// Values per group of 6 rows with `k` columns.
+fn group_len(k: usize) -> usize {
+    k.div_ceil(CHUNK) * CHUNK_LEN
+}
+
+/// Where columns `chunk · 8 ..` of row `row` of a `[·, k]` matrix start in the grouped layout
+/// (8 contiguous values, fewer in the last chunk).
 #[inline]
-pub(crate) fn grouped_index(row: usize, col: usize, k: usize) -> usize {
-    ((row / MR) * k + col) * MR + row % MR
+pub(crate) fn grouped_chunk(row: usize, chunk: usize, k: usize) -> usize {
+    (row / MR) * group_len(k) + chunk * CHUNK_LEN + (row % MR) * CHUNK
+}
+
+/// Where element `(row, kk)` of the slice lies, from the start of its group.
+#[inline(always)]
+fn in_group(row: usize, kk: usize) -> usize {
+    (kk / CHUNK) * CHUNK_LEN + row * CHUNK + kk % CHUNK
 }
 
 thread_local! {
@@ -221,34 +239,31 @@ thread_local! {
 }
 
 /// Copies columns `k0 .. k0 + kc` of the row-major `a: [m, k]` into `grouped`, in the grouped
-/// layout of an `[m, kc]` matrix.
+/// layout of an `[m, kc]` matrix: runs of 8 values, row by row.
 fn group_rows(m: usize, k: usize, k0: usize, kc: usize, a: &[f32], grouped: &mut Vec<f32>) {
     let len = grouped_len(m, kc);
     if grouped.len() < len {
         grouped.resize(len, 0.0);
     }
-    for (g, group) in grouped[..len].chunks_exact_mut(kc * MR).enumerate() {
-        let rows = MR.min(m - g * MR);
-        let row = |i: usize| &a[(g * MR + i) * k + k0..][..kc];
-        if rows == MR {
-            let r: [&[f32]; MR] = std::array::from_fn(row);
-            for (kk, dst) in group.chunks_exact_mut(MR).enumerate() {
-                for (d, row) in dst.iter_mut().zip(&r) {
-                    *d = row[kk];
-                }
-            }
-        } else {
-            for i in 0..rows {
-                for (kk, &x) in row(i).iter().enumerate() {
-                    group[kk * MR + i] = x;
-                }
-            }
+    for r in 0..m {
+        let row = &a[r * k + k0..][..kc];
+        // Whole chunks first: constant-size copies the compiler inlines (one loop with a
+        // variable size would call `memcpy` for every 8 values).
+        let mut chunks = row.chunks_exact(CHUNK);
+        for (chunk, values) in (&mut chunks).enumerate() {
+            let at = grouped_chunk(r, chunk, kc);
+            grouped[at..at + CHUNK].copy_from_slice(values);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let at = grouped_chunk(r, kc / CHUNK, kc);
+            grouped[at..at + rest.len()].copy_from_slice(rest);
         }
     }
 }
 
 /// One micro-kernel call per group of 6 rows down a 16-column strip of `c`:
-/// `c[i][j] (+)= Σ_kk a[(i / 6)·group_stride + kk·6 + i % 6] · panel[kk][j]` for `i < rows`,
+/// `c[i][j] (+)= Σ_kk a[(i / 6)·group_stride + in_group(i % 6, kk)] · panel[kk][j]` for `i < rows`,
 /// `j < cols ≤ 16`, `kk < panel.len()`, then the finish if any.
 struct Strip<'a> {
     a: &'a [f32],
@@ -299,7 +314,8 @@ impl Strip<'_> {
         assert!(rows >= 1 && (1..=NR).contains(&cols));
         if kc > 0 {
             let last_group = (rows - 1) / MR;
-            assert!(last_group * self.group_stride + kc * MR <= self.a.len(), "strip: short a");
+            let needed = last_group * self.group_stride + group_len(kc);
+            assert!(needed <= self.a.len(), "strip: short a");
         }
         assert!((rows - 1) * ldc + cols <= self.c.len(), "strip: short c");
         if let Some(finish) = self.finish {
@@ -331,7 +347,7 @@ impl Strip<'_> {
             }
             for (kk, weights) in panel.iter().enumerate() {
                 for (i, row) in acc.iter_mut().enumerate().take(group_rows) {
-                    let x = a[kk * MR + i];
+                    let x = a[in_group(i, kk)];
                     for (v, w) in row.iter_mut().zip(&weights.0) {
                         *v += x * w;
                     }
@@ -364,10 +380,11 @@ impl Strip<'_> {
 mod avx2 {
     use std::arch::x86_64::{
         __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_load_ps,
-        _mm256_loadu_ps, _mm256_max_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        _mm256_loadu_ps, _mm256_max_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm_prefetch,
+        _MM_HINT_T0,
     };
 
-    use super::{Strip, MR, NR};
+    use super::{Strip, StripFinish, CHUNK, CHUNK_LEN, MR, NR};
 
     /// Loads up to 16 values (`cols` of them, zeros after) as two registers.
     #[target_feature(enable = "avx2,fma")]
@@ -383,6 +400,30 @@ mod avx2 {
         };
         // SAFETY: `src` holds 16 values.
         unsafe { [_mm256_loadu_ps(src.as_ptr()), _mm256_loadu_ps(src.as_ptr().add(8))] }
+    }
+
+    /// One step of `k`: `acc[i] += a[i·8 + q] · weights` for every row `i`.
+    ///
+    /// # Safety
+    /// `a` is valid for reads at `i·8 + q` for `i < ROWS`; AVX2 and FMA are available.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn step<const ROWS: usize>(
+        acc: &mut [[__m256; 2]; ROWS],
+        weights: &super::PanelRow,
+        a: *const f32,
+        q: usize,
+    ) {
+        // SAFETY: a panel row is 16 values aligned to 64 bytes; `a` per the caller's contract.
+        unsafe {
+            let w0 = _mm256_load_ps(weights.0.as_ptr());
+            let w1 = _mm256_load_ps(weights.0.as_ptr().add(8));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*a.add(i * CHUNK + q));
+                acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
+            }
+        }
     }
 
     /// Stores the first `cols` of two registers' 16 values into `dst`.
@@ -443,13 +484,13 @@ mod avx2 {
 
     /// One group of rows of a strip.
     struct Group<'a> {
-        /// The group's `[kc][6]` inputs.
+        /// The group's inputs, its chunks in order.
         a: &'a [f32],
         panel: &'a [super::PanelRow],
         ldc: usize,
         cols: usize,
         accumulate: bool,
-        finish: Option<(super::StripFinish<'a>, Option<[__m256; 2]>)>,
+        finish: Option<(StripFinish<'a>, Option<[__m256; 2]>)>,
         /// Where the group's first row starts in the strip's residual.
         residual_at: usize,
     }
@@ -459,7 +500,8 @@ mod avx2 {
         /// 2·`ROWS` accumulators for the whole slice.
         ///
         /// # Safety
-        /// As [`strip`]; `a` holds `kc · 6` values and `c` `(ROWS − 1)·ldc + cols`.
+        /// As [`strip`]; `a` holds the group's `⌈kc / 8⌉` chunks and `c`
+        /// `(ROWS − 1)·ldc + cols` values.
         #[target_feature(enable = "avx2,fma")]
         unsafe fn run<const ROWS: usize>(&self, c: &mut [f32]) {
             let (ldc, cols) = (self.ldc, self.cols);
@@ -469,20 +511,32 @@ mod avx2 {
                     *acc = load(&c[i * ldc..], cols);
                 }
             }
-            let a = self.a.as_ptr();
-            for (kk, weights) in self.panel.iter().enumerate() {
-                // SAFETY: a panel row is 16 values aligned to 64 bytes; `a` is read at
-                // `kk·6 + i` for `i < ROWS ≤ 6`, `kk < kc`, in bounds by `Strip::run`'s
-                // assertions.
-                unsafe {
-                    let w0 = _mm256_load_ps(weights.0.as_ptr());
-                    let w1 = _mm256_load_ps(weights.0.as_ptr().add(8));
-                    for (i, acc) in acc.iter_mut().enumerate() {
-                        let x = _mm256_broadcast_ss(&*a.add(kk * MR + i));
-                        acc[0] = _mm256_fmadd_ps(x, w0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(x, w1, acc[1]);
-                    }
+            if let Some((StripFinish { residual: Some(residual), .. }, _)) = self.finish {
+                // The residual was written layers ago (L3 at best): ask for its lines now, so
+                // that they are in L1 when the sums are finished.
+                for i in 0..ROWS {
+                    let line = &residual[self.residual_at + i * ldc..][..cols];
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                    _mm_prefetch::<_MM_HINT_T0>(line[cols - 1..].as_ptr().cast());
                 }
+            }
+            let a = self.a.as_ptr();
+            // Whole chunks of 8 steps (fixed offsets inside the chunk), then the rest.
+            let mut chunks = self.panel.chunks_exact(CHUNK);
+            for (chunk, weights) in (&mut chunks).enumerate() {
+                // SAFETY: `a` holds the chunk's 48 values (`Strip::run`'s assertions).
+                let a = unsafe { a.add(chunk * CHUNK_LEN) };
+                for (q, weights) in weights.iter().enumerate() {
+                    // SAFETY: as below, `i·8 + q < 48`.
+                    unsafe { step(&mut acc, weights, a, q) };
+                }
+            }
+            let done = self.panel.len() / CHUNK;
+            // SAFETY: `a` holds the last, partial chunk too (its first `kc mod 8` columns).
+            let a = unsafe { a.add(done * CHUNK_LEN) };
+            for (q, weights) in chunks.remainder().iter().enumerate() {
+                // SAFETY: as below.
+                unsafe { step(&mut acc, weights, a, q) };
             }
             for (i, mut v) in acc.into_iter().enumerate() {
                 if let Some((f, Some(b))) = self.finish {

@@ -14,7 +14,7 @@
 //! count, like the GEMM path.
 
 use crate::gemm::{matmul_views, MatRef};
-use crate::panel_gemm::{grouped_index, grouped_len, matmul_grouped, Finish, PackedMatrix};
+use crate::panel_gemm::{grouped_chunk, grouped_len, matmul_grouped, Finish, PackedMatrix, CHUNK};
 use crate::Nhwc;
 
 /// Tiles per block of work (rounded to whole tile rows): the block's `V` and `M` matrices
@@ -84,11 +84,69 @@ impl Layout {
         }
     }
 
-    /// `(base, step)`: element `(tile, c)` lies at `base + c · step`.
-    fn row(self, tile: usize, c_n: usize) -> (usize, usize) {
+    /// Where channels `chunk · 8 ..` of tile `tile` start (8 contiguous values, fewer in the
+    /// last chunk).
+    fn chunk(self, tile: usize, chunk: usize, c_n: usize) -> usize {
         match self {
-            Self::RowMajor => (tile * c_n, 1),
-            Self::Grouped => (grouped_index(tile, 0, c_n), grouped_index(0, 1, c_n)),
+            Self::RowMajor => tile * c_n + chunk * CHUNK,
+            Self::Grouped => grouped_chunk(tile, chunk, c_n),
+        }
+    }
+}
+
+/// `W` channels of one value, computed together (the compiler vectorises the lane-wise loops).
+type Lanes<const W: usize> = [f32; W];
+
+// Plain loops rather than `array::from_fn`, whose closure calls the compiler does not always
+// inline.
+#[inline(always)]
+fn add<const W: usize>(mut a: Lanes<W>, b: Lanes<W>) -> Lanes<W> {
+    for k in 0..W {
+        a[k] += b[k];
+    }
+    a
+}
+
+#[inline(always)]
+fn sub<const W: usize>(mut a: Lanes<W>, b: Lanes<W>) -> Lanes<W> {
+    for k in 0..W {
+        a[k] -= b[k];
+    }
+    a
+}
+
+/// `Bᵀ d` for one column (or row) of a 4×4 patch, `W` channels at a time.
+#[inline(always)]
+fn input_transform<const W: usize>([d0, d1, d2, d3]: [Lanes<W>; 4]) -> [Lanes<W>; 4] {
+    [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)]
+}
+
+/// Channels `c0 .. c0 + W` of one patch `d` transformed: value `ξ` goes to
+/// `v[ξ · matrix_len + at ..][..W]`. `W` is a constant so that every copy is a fixed-size move
+/// (a variable one becomes a `memcpy` call).
+#[inline(always)]
+fn transform_lanes<const W: usize>(
+    d: &[[&[f32]; 4]; 4],
+    c0: usize,
+    v: &mut [f32],
+    matrix_len: usize,
+    at: usize,
+) {
+    let load = |pixel: &[f32]| -> Lanes<W> {
+        let mut lanes = [0f32; W];
+        lanes.copy_from_slice(&pixel[c0..c0 + W]);
+        lanes
+    };
+    // Bᵀ d (each column), then (·) B (each row).
+    let mut columns = [[[0f32; W]; 4]; 4];
+    for (j, column) in columns.iter_mut().enumerate() {
+        *column = input_transform([load(d[0][j]), load(d[1][j]), load(d[2][j]), load(d[3][j])]);
+    }
+    for i in 0..4 {
+        let row = input_transform([columns[0][i], columns[1][i], columns[2][i], columns[3][i]]);
+        for (j, values) in row.iter().enumerate() {
+            let at = (4 * i + j) * matrix_len + at;
+            v[at..at + W].copy_from_slice(values);
         }
     }
 }
@@ -180,46 +238,41 @@ impl Layer<'_> {
     /// `[tiles, C]` in `layout`.
     fn transform_input(&self, rows: TileRows, v: &mut [f32], layout: Layout) {
         let c_n = self.shape.channels;
-        let tile_cols = self.tile_cols();
-        let matrix_len = layout.matrix_len(rows.count * tile_cols, c_n);
+        let tiles = rows.count * self.tile_cols();
+        let matrix_len = layout.matrix_len(tiles, c_n);
         let zeros = vec![0f32; c_n];
-        let (h, w) = (self.shape.height, self.shape.width);
-        for r in 0..rows.count {
-            let (b, ty) = self.locate(rows.first + r);
-            for tx in 0..tile_cols {
-                let (base, step) = layout.row(r * tile_cols + tx, c_n);
-                // The 16 input pixels of the patch (zeros outside the image).
-                let pixel = |dy: usize, dx: usize| -> &[f32] {
-                    let iy = (2 * ty + dy).wrapping_sub(self.top);
-                    let ix = (2 * tx + dx).wrapping_sub(self.left);
-                    if iy < h && ix < w {
-                        let at = ((b * h + iy) * w + ix) * c_n;
-                        &self.input[at..at + c_n]
-                    } else {
-                        &zeros
-                    }
-                };
-                let d: [[&[f32]; 4]; 4] =
-                    std::array::from_fn(|dy| std::array::from_fn(|dx| pixel(dy, dx)));
-                for c in 0..c_n {
-                    // Bᵀ d (rows), then (·) B (columns).
-                    let mut u = [[0f32; 4]; 4];
-                    for j in 0..4 {
-                        let (d0, d1, d2, d3) = (d[0][j][c], d[1][j][c], d[2][j][c], d[3][j][c]);
-                        u[0][j] = d0 - d2;
-                        u[1][j] = d1 + d2;
-                        u[2][j] = d2 - d1;
-                        u[3][j] = d1 - d3;
-                    }
-                    for (i, [u0, u1, u2, u3]) in u.into_iter().enumerate() {
-                        let row = [u0 - u2, u1 + u2, u2 - u1, u1 - u3];
-                        for (j, value) in row.into_iter().enumerate() {
-                            v[(4 * i + j) * matrix_len + base + c * step] = value;
-                        }
-                    }
-                }
+        for tile in 0..tiles {
+            let d = self.patch(rows, tile, &zeros);
+            // Whole chunks of 8 channels, then any channels left one at a time.
+            for chunk in 0..c_n / CHUNK {
+                let at = layout.chunk(tile, chunk, c_n);
+                transform_lanes::<CHUNK>(&d, chunk * CHUNK, v, matrix_len, at);
+            }
+            for c in c_n / CHUNK * CHUNK..c_n {
+                let at = layout.chunk(tile, c / CHUNK, c_n) + c % CHUNK;
+                transform_lanes::<1>(&d, c, v, matrix_len, at);
             }
         }
+    }
+
+    /// The 16 input pixels (`[C]` each) of tile `tile` of `rows`: zeros outside the image.
+    fn patch<'s>(&'s self, rows: TileRows, tile: usize, zeros: &'s [f32]) -> [[&'s [f32]; 4]; 4] {
+        let c_n = self.shape.channels;
+        let (h, w) = (self.shape.height, self.shape.width);
+        let tile_cols = self.tile_cols();
+        let (b, ty) = self.locate(rows.first + tile / tile_cols);
+        let tx = tile % tile_cols;
+        let pixel = |dy: usize, dx: usize| -> &'s [f32] {
+            let iy = (2 * ty + dy).wrapping_sub(self.top);
+            let ix = (2 * tx + dx).wrapping_sub(self.left);
+            if iy < h && ix < w {
+                let at = ((b * h + iy) * w + ix) * c_n;
+                &self.input[at..at + c_n]
+            } else {
+                zeros
+            }
+        };
+        std::array::from_fn(|dy| std::array::from_fn(|dx| pixel(dy, dx)))
     }
 
     /// `Y = Aᵀ M A` per tile of `rows` into `block` (clipped at odd edges), finished there:
