@@ -23,8 +23,10 @@ use crate::Nhwc;
 const TILES_PER_BLOCK: usize = 192;
 
 /// The block count is rounded up to a multiple of this (when there are that many tile rows),
-/// so that small layers still have a block per core and 2 or 4 cores get equal shares.
-const BLOCK_MULTIPLE: usize = 4;
+/// so that small layers still have a block per core on 2 cores. Not more: every block streams
+/// all the transformed weights (16 MiB for seed 000's 1024 → 256 head, whose 8×8 maps make
+/// 128 tiles in all), and 4 blocks of it measured 14–16 ms where 2 took 11–13.
+const BLOCK_MULTIPLE: usize = 2;
 
 /// Transformed 3×3 weights: 16 matrices `[C, O]`, matrix `ξ = 4i + j`.
 pub(crate) fn transform_weights(
@@ -188,8 +190,7 @@ impl Layer<'_> {
 
     /// The batch's tile rows cut into blocks of at most about `target_tiles` tiles (at least one
     /// tile row each), in order: a multiple of [`BLOCK_MULTIPLE`] blocks of equal size (the last
-    /// may be shorter) when there are that many tile rows, so that two or four cores get equal
-    /// shares.
+    /// may be shorter) when there are that many tile rows.
     pub(crate) fn blocks(&self, target_tiles: usize) -> Vec<TileRows> {
         let total = self.out.batch * self.tile_rows_per_image();
         let by_size = (target_tiles / self.tile_cols()).max(1);
