@@ -5,7 +5,8 @@
 //!
 //! - [`Conv2d`]: any `kh × kw` kernel, any stride, explicit or TF "same" [`Padding`], as one GEMM
 //!   per block of output rows. A 1×1 stride-1 convolution multiplies the input rows themselves (no
-//!   copy); other shapes gather their rows block by block (im2col in pieces that stay in cache).
+//!   im2col); other shapes gather their rows block by block (im2col in pieces that stay in cache);
+//!   3×3 stride-1 layers run Winograd F(2×2, 3×3).
 //!   A fused [`Epilogue`] adds the bias, an optional residual and an optional ReLU while the block
 //!   is still in cache. BatchNorm folds into the weights ([`Conv2d::fold_batch_norm`]).
 //! - [`max_pool`] (TF "same", symmetric or no padding; a 1×1 window with stride 2 is FPN's P6) and
@@ -24,9 +25,13 @@
 //! pixels runs in a fixed order of chunks inside one unit; BatchNorm's channel sums add fixed
 //! chunks in order). So 1 and N threads give the same bits (tested).
 //!
-//! **CPU dispatch.** The GEMM is the `gemm` crate's (candle's), built with its `x86-v4` kernels:
-//! AVX-512 machines use 512-bit micro-kernels, AVX2/FMA machines 256-bit ones, chosen at run time.
-//! [`fma_peak_gflops`] measures the machine's FMA peak, to read throughput as a share of it.
+//! **CPU dispatch.** The forward pass's GEMM is our own (`panel_gemm.rs`): weights packed once
+//! into 16-column panels when the layer is built, a 6×16 AVX2 + FMA micro-kernel chosen at run
+//! time (a portable one elsewhere), the epilogue applied in registers. The gradients' GEMMs are
+//! the `gemm` crate's (candle's), built with its `x86-v4` kernels: AVX-512 machines use 512-bit
+//! micro-kernels, AVX2/FMA machines 256-bit ones, chosen at run time. Nothing assumes
+//! `target-cpu=native`. [`fma_peak_gflops`] measures the machine's FMA peak, to read throughput
+//! as a share of it.
 //!
 //! ```
 //! use rpn_kernels::{Conv2d, Epilogue, Nhwc, Padding, Workers};

@@ -283,55 +283,76 @@ impl Layer<'_> {
         let tile_cols = self.tile_cols();
         let tiles = rows.count * tile_cols;
         let block_start = self.output_row(rows.first);
-        let mut quad = vec![0f32; 4 * o_n];
         for tile in 0..tiles {
-            let ms: [&[f32]; 16] = std::array::from_fn(|xi| {
-                &m[(xi * tiles + tile) * o_n..(xi * tiles + tile + 1) * o_n]
-            });
-            let (q00, rest) = quad.split_at_mut(o_n);
-            let (q01, rest) = rest.split_at_mut(o_n);
-            let (q10, q11) = rest.split_at_mut(o_n);
-            for o in 0..o_n {
-                let v = |xi: usize| ms[xi][o];
-                // Aᵀ m (rows 0..3 of m → 2 rows), then · A (columns).
-                let s0: [f32; 4] = std::array::from_fn(|j| v(j) + v(4 + j) + v(8 + j));
-                let s1: [f32; 4] = std::array::from_fn(|j| v(4 + j) - v(8 + j) - v(12 + j));
-                q00[o] = s0[0] + s0[1] + s0[2];
-                q01[o] = s0[1] - s0[2] - s0[3];
-                q10[o] = s1[0] + s1[1] + s1[2];
-                q11[o] = s1[1] - s1[2] - s1[3];
-            }
             let (r, tx) = (tile / tile_cols, tile % tile_cols);
             let g = rows.first + r;
             let (_, ty) = self.locate(g);
             let first_row = self.output_row(g) - block_start;
-            for (k, values) in quad.chunks_exact(o_n).enumerate() {
+            // Where the tile's 4 outputs go in `block` (none past an odd edge).
+            let targets: [Option<usize>; 4] = std::array::from_fn(|k| {
                 let (dy, x) = (k / 2, 2 * tx + k % 2);
-                if 2 * ty + dy < ho && x < wo {
-                    let at = ((first_row + dy) * wo + x) * o_n;
-                    let out = &mut block[at..at + o_n];
-                    match finish.residual {
-                        Some(residual) => {
-                            let residual = &residual[at..at + o_n];
-                            for (((y, v), b), r) in
-                                out.iter_mut().zip(values).zip(finish.bias).zip(residual)
-                            {
-                                *y = v + b + r;
-                            }
-                        }
-                        None => {
-                            for ((y, v), b) in out.iter_mut().zip(values).zip(finish.bias) {
-                                *y = v + b;
-                            }
-                        }
-                    }
-                    if finish.relu {
-                        for y in out.iter_mut() {
-                            *y = y.max(0.0);
-                        }
-                    }
+                (2 * ty + dy < ho && x < wo).then(|| ((first_row + dy) * wo + x) * o_n)
+            });
+            let out = OutputTile { m, tiles, tile, o_n, targets, finish };
+            // Whole chunks of 8 channels, then any channels left one at a time.
+            for o0 in (0..o_n / CHUNK * CHUNK).step_by(CHUNK) {
+                out.lanes::<CHUNK>(o0, block);
+            }
+            for o in o_n / CHUNK * CHUNK..o_n {
+                out.lanes::<1>(o, block);
+            }
+        }
+    }
+}
+
+/// One tile of `Y = Aᵀ M A` and where its 4 outputs go.
+struct OutputTile<'a> {
+    /// The 16 products `M[ξ]`, `[tiles, O]` each.
+    m: &'a [f32],
+    tiles: usize,
+    tile: usize,
+    o_n: usize,
+    targets: [Option<usize>; 4],
+    finish: Finish<'a>,
+}
+
+impl OutputTile<'_> {
+    /// Channels `o0 .. o0 + W`: transformed, finished (bias, residual, ReLU) and stored.
+    #[inline(always)]
+    fn lanes<const W: usize>(&self, o0: usize, block: &mut [f32]) {
+        let load = |values: &[f32], at: usize| -> Lanes<W> {
+            let mut lanes = [0f32; W];
+            lanes.copy_from_slice(&values[at..at + W]);
+            lanes
+        };
+        let v = |xi: usize| load(self.m, (xi * self.tiles + self.tile) * self.o_n + o0);
+        // Aᵀ m (rows 0..3 of m → 2 rows), then · A (columns).
+        let mut s0 = [[0f32; W]; 4];
+        let mut s1 = [[0f32; W]; 4];
+        for j in 0..4 {
+            let (m1, m2) = (v(4 + j), v(8 + j));
+            s0[j] = add(add(v(j), m1), m2);
+            s1[j] = sub(sub(m1, m2), v(12 + j));
+        }
+        let quad = [
+            add(add(s0[0], s0[1]), s0[2]),
+            sub(sub(s0[1], s0[2]), s0[3]),
+            add(add(s1[0], s1[1]), s1[2]),
+            sub(sub(s1[1], s1[2]), s1[3]),
+        ];
+        let bias = load(self.finish.bias, o0);
+        for (values, target) in quad.into_iter().zip(self.targets) {
+            let Some(at) = target else { continue };
+            let mut y = add(values, bias);
+            if let Some(residual) = self.finish.residual {
+                y = add(y, load(residual, at + o0));
+            }
+            if self.finish.relu {
+                for y in &mut y {
+                    *y = y.max(0.0);
                 }
             }
+            block[at + o0..at + o0 + W].copy_from_slice(&y);
         }
     }
 }
