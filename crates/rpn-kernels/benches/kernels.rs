@@ -4,6 +4,29 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rpn_kernels::{Conv2d, Epilogue, Nhwc, Padding, Workers};
 
+/// One layer to time: the convolution, a deterministic input and an output buffer.
+struct Layer {
+    conv: Conv2d,
+    shape: Nhwc,
+    input: Vec<f32>,
+    out: Vec<f32>,
+    /// Multiply-adds × 2 of the direct convolution (Winograd layers do fewer).
+    flops: u64,
+}
+
+/// `side × side × i → o` with a `k × k` kernel, stride `s` and padding `k / 2`, on `batch`
+/// images; `None` if the shape is refused.
+fn layer(batch: usize, side: usize, i: usize, o: usize, k: usize, s: usize) -> Option<Layer> {
+    let shape = Nhwc::new(batch, side, side, i);
+    let input: Vec<f32> = (0..shape.len().ok()?).map(|v| (v % 13) as f32 * 0.01).collect();
+    let weight: Vec<f32> = (0..o * i * k * k).map(|v| (v % 7) as f32 * 0.01).collect();
+    let conv = Conv2d::from_oihw(&weight, [o, i, k, k], None, s, Padding::symmetric(k / 2)).ok()?;
+    let out_shape = conv.output_shape(shape).ok()?;
+    let out = vec![0f32; out_shape.len().ok()?];
+    let flops = (2 * out_shape.pixels().ok()? * conv.macs_per_pixel()) as u64;
+    Some(Layer { conv, shape, input, out, flops })
+}
+
 fn convolutions(c: &mut Criterion) {
     let workers = Workers::new(2);
     eprintln!("FMA peak, 2 threads: {:.0} GFLOP/s", rpn_kernels::fma_peak_gflops(2));
@@ -17,18 +40,10 @@ fn convolutions(c: &mut Criterion) {
         ("res2_3x3_64_64", 256, 64, 64, 3, 1),
         ("stem_7x7s2_3_64", 1024, 3, 64, 7, 2),
     ] {
-        let shape = Nhwc::new(1, side, side, i);
-        let input: Vec<f32> =
-            (0..shape.len().unwrap_or(0)).map(|v| (v % 13) as f32 * 0.01).collect();
-        let weight: Vec<f32> = (0..o * i * k * k).map(|v| (v % 7) as f32 * 0.01).collect();
-        let Ok(conv) = Conv2d::from_oihw(&weight, [o, i, k, k], None, s, Padding::symmetric(k / 2))
-        else {
+        let Some(Layer { conv, shape, input, mut out, flops }) = layer(1, side, i, o, k, s) else {
             continue;
         };
-        let Ok(out_shape) = conv.output_shape(shape) else { continue };
-        let mut out = vec![0f32; out_shape.len().unwrap_or(0)];
-        let pixels = out_shape.pixels().unwrap_or(0);
-        group.throughput(Throughput::Elements((2 * pixels * conv.macs_per_pixel()) as u64));
+        group.throughput(Throughput::Elements(flops));
         group.bench_function(name, |b| {
             b.iter(|| conv.forward(&input, shape, Epilogue::RELU, &mut out, &workers))
         });
@@ -52,15 +67,9 @@ fn small_maps(c: &mut Criterion) {
         ("stage3_1x1_1024_256", 8, 1024, 256, 1, 1),
         ("stage3_1x1_256_1024", 8, 256, 1024, 1, 1),
     ] {
-        let shape = Nhwc::new(8, side, side, i);
-        let input: Vec<f32> =
-            (0..shape.len().unwrap_or(0)).map(|v| (v % 13) as f32 * 0.01).collect();
-        let weight: Vec<f32> = (0..o * i * k * k).map(|v| (v % 7) as f32 * 0.01).collect();
-        let pad = Padding::symmetric(k / 2);
-        let Ok(conv) = Conv2d::from_oihw(&weight, [o, i, k, k], None, s, pad) else { continue };
-        let Ok(out_shape) = conv.output_shape(shape) else { continue };
-        let mut out = vec![0f32; out_shape.len().unwrap_or(0)];
-        let flops = (2 * out_shape.pixels().unwrap_or(0) * conv.macs_per_pixel()) as u64;
+        let Some(Layer { conv, shape, input, mut out, flops }) = layer(8, side, i, o, k, s) else {
+            continue;
+        };
         group.throughput(Throughput::Elements(flops));
         group.bench_function(name, |b| {
             b.iter(|| conv.forward(&input, shape, Epilogue::RELU, &mut out, &workers))
@@ -81,16 +90,10 @@ fn training(c: &mut Criterion) {
         ("block_1x1_64_256", 32, 64, 256, 1, 1),
         ("block_1x1s2_64_64", 64, 64, 64, 1, 2),
     ] {
-        let shape = Nhwc::new(20, side, side, i);
-        let input: Vec<f32> =
-            (0..shape.len().unwrap_or(0)).map(|v| (v % 13) as f32 * 0.01).collect();
-        let weight: Vec<f32> = (0..o * i * k * k).map(|v| (v % 7) as f32 * 0.01).collect();
-        let pad = Padding::symmetric(k / 2);
-        let Ok(conv) = Conv2d::from_oihw(&weight, [o, i, k, k], None, s, pad) else { continue };
-        let Ok(out_shape) = conv.output_shape(shape) else { continue };
-        let mut out = vec![0f32; out_shape.len().unwrap_or(0)];
+        let Some(Layer { conv, shape, input, mut out, flops }) = layer(20, side, i, o, k, s) else {
+            continue;
+        };
         let mut grad_in = vec![0f32; input.len()];
-        let flops = (2 * out_shape.pixels().unwrap_or(0) * conv.macs_per_pixel()) as u64;
         group.throughput(Throughput::Elements(flops));
         group.bench_function(format!("{name}_forward"), |b| {
             b.iter(|| conv.forward(&input, shape, Epilogue::LINEAR, &mut out, &workers))
