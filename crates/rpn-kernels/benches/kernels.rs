@@ -27,20 +27,17 @@ fn layer(batch: usize, side: usize, i: usize, o: usize, k: usize, s: usize) -> O
     Some(Layer { conv, shape, input, out, flops })
 }
 
-fn convolutions(c: &mut Criterion) {
+/// `(name, side, in, out, kernel, stride)`.
+type Shape = (&'static str, usize, usize, usize, usize, usize);
+
+/// Times the forward pass (bias + ReLU) of each layer on `batch` images, in group `group`.
+fn forward_group(c: &mut Criterion, group: &str, batch: usize, layers: &[Shape]) {
     let workers = Workers::new(2);
-    eprintln!("FMA peak, 2 threads: {:.0} GFLOP/s", rpn_kernels::fma_peak_gflops(2));
-    let mut group = c.benchmark_group("conv");
+    let mut group = c.benchmark_group(group);
     group.sample_size(10);
-    // (name, side, in, out, kernel, stride): Matterport R50-FPN at 1024² (P2 = 256²).
-    for (name, side, i, o, k, s) in [
-        ("rpn_head_3x3_256_512_p2", 256, 256, 512, 3, 1),
-        ("fpn_3x3_256_256_p2", 256, 256, 256, 3, 1),
-        ("res2_1x1_256_64", 256, 256, 64, 1, 1),
-        ("res2_3x3_64_64", 256, 64, 64, 3, 1),
-        ("stem_7x7s2_3_64", 1024, 3, 64, 7, 2),
-    ] {
-        let Some(Layer { conv, shape, input, mut out, flops }) = layer(1, side, i, o, k, s) else {
+    for &(name, side, i, o, k, s) in layers {
+        let Some(Layer { conv, shape, input, mut out, flops }) = layer(batch, side, i, o, k, s)
+        else {
             continue;
         };
         group.throughput(Throughput::Elements(flops));
@@ -51,31 +48,40 @@ fn convolutions(c: &mut Criterion) {
     group.finish();
 }
 
+/// Matterport R50-FPN's layers at 1024² (P2 = 256²).
+fn convolutions(c: &mut Criterion) {
+    eprintln!("FMA peak, 2 threads: {:.0} GFLOP/s", rpn_kernels::fma_peak_gflops(2));
+    forward_group(
+        c,
+        "conv",
+        1,
+        &[
+            ("rpn_head_3x3_256_512_p2", 256, 256, 512, 3, 1),
+            ("fpn_3x3_256_256_p2", 256, 256, 256, 3, 1),
+            ("res2_1x1_256_64", 256, 256, 64, 1, 1),
+            ("res2_3x3_64_64", 256, 64, 64, 3, 1),
+            ("stem_7x7s2_3_64", 1024, 3, 64, 7, 2),
+        ],
+    );
+}
+
 /// Seed 000's inference layers (batch 8, 64×64 images: 32², 16² and 8² maps), whose small maps
 /// give short GEMMs: the shapes where per-call overheads (weight packing, thread start) show.
 fn small_maps(c: &mut Criterion) {
-    let workers = Workers::new(2);
-    let mut group = c.benchmark_group("seed000");
-    group.sample_size(10);
-    // (name, side, in, out, kernel, stride)
-    for (name, side, i, o, k, s) in [
-        ("stage1_3x3_64_64", 32, 64, 64, 3, 1),
-        ("stage2_3x3_128_128", 16, 128, 128, 3, 1),
-        ("stage3_3x3_256_256", 8, 256, 256, 3, 1),
-        ("head_3x3_1024_256", 8, 1024, 256, 3, 1),
-        ("stage2_1x1_512_128", 16, 512, 128, 1, 1),
-        ("stage3_1x1_1024_256", 8, 1024, 256, 1, 1),
-        ("stage3_1x1_256_1024", 8, 256, 1024, 1, 1),
-    ] {
-        let Some(Layer { conv, shape, input, mut out, flops }) = layer(8, side, i, o, k, s) else {
-            continue;
-        };
-        group.throughput(Throughput::Elements(flops));
-        group.bench_function(name, |b| {
-            b.iter(|| conv.forward(&input, shape, Epilogue::RELU, &mut out, &workers))
-        });
-    }
-    group.finish();
+    forward_group(
+        c,
+        "seed000",
+        8,
+        &[
+            ("stage1_3x3_64_64", 32, 64, 64, 3, 1),
+            ("stage2_3x3_128_128", 16, 128, 128, 3, 1),
+            ("stage3_3x3_256_256", 8, 256, 256, 3, 1),
+            ("head_3x3_1024_256", 8, 1024, 256, 3, 1),
+            ("stage2_1x1_512_128", 16, 512, 128, 1, 1),
+            ("stage3_1x1_1024_256", 8, 1024, 256, 1, 1),
+            ("stage3_1x1_256_1024", 8, 256, 1024, 1, 1),
+        ],
+    );
 }
 
 /// Seed 001's training layers (batch 20, 32×32 maps): forward, input and weight gradients.
