@@ -6,9 +6,12 @@
 //! multiplying by it. Here the weights are packed once, when the layer is built, into panels of
 //! 16 columns (`[K][16]`, each row one aligned cache line, zero-padded past `N`). The AVX2 micro-
 //! kernel keeps a 6 × 16 block of `C` in twelve registers and, per step of `k`, loads one row of
-//! the panel and broadcasts 6 inputs straight from the row-major `A` (no packing of `A` either:
-//! each of its rows is read in order, one cache line every 16 steps). `K` is cut into slices of
-//! [`KC`] so that a panel slice (16 KiB) stays in L1 while every row of the block streams past it.
+//! the panel and broadcasts 6 inputs. `A` is read in a grouped layout (6 rows × 8 columns per
+//! chunk, [`grouped_chunk`]): one stream in order rather than 6 rows `K` apart, which share L1
+//! sets when `K` is a multiple of 1024. The Winograd input transform writes that layout
+//! directly; row-major inputs (1×1 layers) are copied into it one `K` slice at a time. `K` is
+//! cut into slices of [`KC`] so that a panel slice (16 KiB) stays in L1 while every row of the
+//! block streams past it.
 //!
 //! **Determinism.** Every value of `C` is one chain of multiply-adds over `k` in increasing order
 //! (stored and reloaded unchanged between `K` slices), whatever the number of rows or where the
@@ -24,7 +27,7 @@
 const NR: usize = 16;
 /// Rows per micro-kernel call: 6 × 2 accumulators + 2 weight registers + 1 broadcast ≤ 16.
 const MR: usize = 6;
-/// Columns per chunk of the grouped layout ([`grouped_index`]).
+/// Columns per chunk of the grouped layout ([`grouped_chunk`]).
 pub(crate) const CHUNK: usize = 8;
 /// Values per chunk of a group: 6 rows × 8 columns.
 const CHUNK_LEN: usize = MR * CHUNK;
@@ -108,7 +111,7 @@ fn matmul_on(
 }
 
 /// `c = a · b` as [`matmul_packed`] (no epilogue), for an `a: [m, K]` already in the grouped
-/// layout ([`grouped_index`]).
+/// layout ([`grouped_len`], [`grouped_chunk`]).
 pub(crate) fn matmul_grouped(m: usize, a: &[f32], b: &PackedMatrix, c: &mut [f32]) {
     let k = b.k;
     assert!(a.len() >= grouped_len(m, k), "matmul: {m}×{k} grouped rows from {} values", a.len());
