@@ -159,7 +159,7 @@ fn candle<T>(context: impl Into<String>, r: candle_core::Result<T>) -> Result<T,
 
 /// Default `rpn demo` length: 160 steps of 20 images, about 2.5 minutes on a 2-core CPU (AMD
 /// EPYC, AVX2) with the CPU training kernels, after which held-out recall@0.5 of the top 100
-/// proposals is about 0.83 (recall@0.7 about 0.39).
+/// proposals is about 0.82 (recall@0.7 about 0.38).
 pub const DEMO_STEPS: usize = 160;
 
 /// Region proposal networks from the seed notebooks, in Rust.

@@ -78,7 +78,8 @@ pub(crate) enum ForwardWeights {
 /// Output rows per block of work. Measured on 2 Zen cores (AVX2) over the GEMM shapes of a
 /// ResNet-FPN at 1024² (M = 65,536, K 256–2,304, N 64–512): 256-row blocks on our own threads
 /// reach 120–150 GFLOP/s where one `gemm` call with its own 2 threads reaches 85–105; 128 rows
-/// pay the GEMM's weight packing too often, 1,024 and more fall out of cache.
+/// paid that GEMM's weight packing too often, 1,024 and more fall out of cache. With the weights
+/// packed once (`panel_gemm.rs`) 128 and 256 rows measured alike on this noisy machine.
 const ROWS_PER_BLOCK: usize = 256;
 
 impl Conv2d {

@@ -9,9 +9,9 @@
 //! direct sum (tested against it at 1e-5).
 //!
 //! Work is cut into blocks of whole tile rows counted across the batch (a block may end in one
-//! image and go on in the next: on 8×8 maps an image has only 16 tiles, too few rows for a GEMM
-//! to pay for packing its weights), sized by the layer's shape only: the same bits on any thread
-//! count, like the GEMM path.
+//! image and go on in the next: on 8×8 maps an image has only 16 tiles, too few rows for each
+//! block's pass over all the transformed weights), sized by the layer's shape only: the same bits
+//! on any thread count, like the GEMM path.
 
 use crate::gemm::{matmul_views, MatRef};
 use crate::panel_gemm::{grouped_chunk, grouped_len, matmul_grouped, Finish, PackedMatrix, CHUNK};
@@ -19,7 +19,7 @@ use crate::Nhwc;
 
 /// Tiles per block of work (rounded to whole tile rows): the block's `V` and `M` matrices
 /// (`16 · tiles · (C + O)` values, 6 MiB at C = 256, O = 512) stay in the shared cache, and the
-/// 16 GEMMs get enough rows to pay for packing their weights.
+/// 16 GEMMs get enough rows for their pass over the transformed weights.
 const TILES_PER_BLOCK: usize = 192;
 
 /// The block count is rounded up to a multiple of this (when there are that many tile rows),
