@@ -76,9 +76,18 @@ const SUITES: &[Suite] = &[
     },
 ];
 
+/// One timed operation of one round: a peer's median and our criterion median.
+struct Measured {
+    op: String,
+    peer: String,
+    peer_ms: f64,
+    ours_ms: Option<f64>,
+}
+
 pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
+    let (names, rounds) = parse_args(args)?;
     let selected: Vec<&Suite> =
-        SUITES.iter().filter(|s| args.is_empty() || args.iter().any(|a| a == s.name)).collect();
+        SUITES.iter().filter(|s| names.is_empty() || names.iter().any(|a| a == s.name)).collect();
     if selected.is_empty() {
         let names: Vec<_> = SUITES.iter().map(|s| s.name).collect();
         return Err(format!("no bench suite named {args:?}; suites: {names:?}"));
@@ -90,14 +99,25 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
     let mut table = format!("{}\n\n", machine_line());
     let mut networks = String::new();
     let mut peer_memory = String::new();
-    table.push_str("| suite | operation | peer | peer ms | ours ms | speed-up |\n|---|---|---|---:|---:|---:|\n");
+    let ratio_header = if rounds > 1 { " | range over rounds" } else { "" };
+    let _ = writeln!(
+        table,
+        "| suite | operation | peer | peer ms | ours ms | speed-up{ratio_header} |\n|---|---|---|---:|---:|---:|{}",
+        if rounds > 1 { "---:|" } else { "" }
+    );
     for suite in selected {
-        eprintln!("==> {}: peers", suite.name);
-        run(python::python_command(root, &root.join(suite.peer_script))?.arg(&out_dir))?;
-        eprintln!("==> {}: ours (criterion)", suite.name);
-        run(cargo(root, &["bench", "-p", suite.package, "--bench", suite.bench])
-            .env("RPN_BENCH_DIR", &out_dir))?;
-        append_rows(root, suite, &mut table)?;
+        // Peers and ours alternate round by round, so that a busy spell of a shared host
+        // slows both sides of some round rather than one side of every round.
+        let mut measured = Vec::with_capacity(rounds);
+        for round in 1..=rounds {
+            eprintln!("==> {}: peers (round {round} of {rounds})", suite.name);
+            run(python::python_command(root, &root.join(suite.peer_script))?.arg(&out_dir))?;
+            eprintln!("==> {}: ours, criterion (round {round} of {rounds})", suite.name);
+            run(cargo(root, &["bench", "-p", suite.package, "--bench", suite.bench])
+                .env("RPN_BENCH_DIR", &out_dir))?;
+            measured.push(measure(root, suite)?);
+        }
+        append_rows(suite, &measured, &mut table);
         append_network_row(root, suite, &mut networks);
         append_peer_memory(root, suite, &mut peer_memory);
     }
@@ -110,11 +130,34 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
     table.push_str(&peer_memory);
     println!("\n{table}");
     println!("Peers: median of repeated runs, 2 threads. Ours: criterion median; box math on 1 thread, networks on the 2 cores (rpn-kernels on CPU). Outputs checked equal first. GFLOP/s counts direct-convolution multiply-adds (Winograd layers do fewer), the FMA peak is measured by rpn_kernels::fma_peak_gflops on the same threads.");
+    if rounds > 1 {
+        println!("{rounds} rounds, peers and ours alternating: times are the medians over rounds, the speed-up is the median of the rounds' speed-ups, the range their lowest and highest; the GFLOP/s row is the last round's.");
+    }
     let summary = out_dir.join("summary.md");
     std::fs::write(&summary, &table)
         .map_err(|e| format!("cannot write {}: {e}", summary.display()))?;
     eprintln!("table written to {}", summary.display());
     Ok(())
+}
+
+/// Suite names and `--rounds N` (default 1).
+fn parse_args(args: &[String]) -> Result<(Vec<String>, usize), String> {
+    let mut names = Vec::new();
+    let mut rounds = 1;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--rounds" {
+            let value = args.next().ok_or("--rounds needs a count, e.g. `--rounds 3`")?;
+            rounds = value
+                .parse()
+                .ok()
+                .filter(|&n: &usize| (1..=20).contains(&n))
+                .ok_or_else(|| format!("--rounds {value:?}: expected a count from 1 to 20"))?;
+        } else {
+            names.push(arg.clone());
+        }
+    }
+    Ok((names, rounds))
 }
 
 /// The CPU model, core count and the SIMD features that decide which kernels run: a ratio
@@ -201,26 +244,90 @@ fn append_peer_memory(root: &Path, suite: &Suite, lines: &mut String) {
         writeln!(lines, "\n{}: peers' peak RSS MB, each alone: {}", suite.name, each.join(", "));
 }
 
-fn append_rows(root: &Path, suite: &Suite, table: &mut String) -> Result<(), String> {
+/// This round's times: the peers' medians from their JSON, ours from criterion.
+fn measure(root: &Path, suite: &Suite) -> Result<Vec<Measured>, String> {
     let peers = read_json(&root.join("target/bench").join(suite.peers_json))?;
     let ops =
         peers["ms"].as_object().ok_or_else(|| format!("{}: no `ms` object", suite.peers_json))?;
+    let mut measured = Vec::new();
     for (op, by_peer) in ops {
         for (peer, ms) in by_peer.as_object().into_iter().flatten() {
             let Some(peer_ms) = ms.as_f64() else { continue };
             // Our bench id is `op/peer` when we run the peer's convention, else `op`.
-            let ours = ours_ms(root, suite.name, &format!("{op}/{peer}"))
+            let ours_ms = ours_ms(root, suite.name, &format!("{op}/{peer}"))
                 .or_else(|| ours_ms(root, suite.name, op));
-            let (ours_text, ratio) = match ours {
-                Some(o) => (format!("{o:.3}"), format!("{:.1}x", peer_ms / o)),
-                None => ("missing".into(), "-".into()),
-            };
-            let _ = writeln!(
-                table,
-                "| {} | {op} | {peer} | {peer_ms:.3} | {ours_text} | {ratio} |",
-                suite.name
-            );
+            measured.push(Measured { op: op.clone(), peer: peer.clone(), peer_ms, ours_ms });
         }
     }
-    Ok(())
+    Ok(measured)
+}
+
+/// The table's rows for a suite: per operation and peer, medians over the rounds.
+fn append_rows(suite: &Suite, rounds: &[Vec<Measured>], table: &mut String) {
+    let Some(first) = rounds.first() else { return };
+    for (row, m) in first.iter().enumerate() {
+        // The same row of every round (the peer scripts write their operations in one order).
+        let same: Vec<&Measured> = rounds
+            .iter()
+            .filter_map(|round| round.get(row))
+            .filter(|r| r.op == m.op && r.peer == m.peer)
+            .collect();
+        let peer_ms = median(same.iter().map(|r| r.peer_ms).collect());
+        let ours: Vec<f64> = same.iter().filter_map(|r| r.ours_ms).collect();
+        let ratios: Vec<f64> = same.iter().filter_map(|r| Some(r.peer_ms / r.ours_ms?)).collect();
+        let (ours_text, ratio) = match (median(ours), median(ratios.clone())) {
+            (Some(o), Some(r)) => (format!("{o:.3}"), format!("{r:.1}x")),
+            _ => ("missing".into(), "-".into()),
+        };
+        let range = match (
+            ratios.iter().copied().reduce(f64::min),
+            ratios.iter().copied().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) if rounds.len() > 1 => format!(" {lo:.1}–{hi:.1}x |"),
+            _ if rounds.len() > 1 => " - |".to_owned(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {:.3} | {ours_text} | {ratio} |{range}",
+            suite.name,
+            m.op,
+            m.peer,
+            peer_ms.unwrap_or(f64::NAN),
+        );
+    }
+}
+
+/// The median (the mean of the middle two for an even count); `None` for no values.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
+
+    #[test]
+    fn rounds_are_parsed_and_bad_counts_named() {
+        let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (names, rounds) = parse_args(&args(&["seed_forward", "--rounds", "3"])).unwrap();
+        assert_eq!((names, rounds), (vec!["seed_forward".to_owned()], 3));
+        assert_eq!(parse_args(&args(&["anchors"])).unwrap().1, 1);
+        let error = parse_args(&args(&["--rounds", "0"])).unwrap_err();
+        assert!(error.contains("\"0\""), "{error}");
+        assert!(parse_args(&args(&["--rounds"])).is_err());
+    }
 }

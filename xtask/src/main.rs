@@ -8,8 +8,10 @@
 //! - `fuzz [--cases N]`: the property tests of the library crates with N cases per property
 //!   (default 10,000; CI runs each with its small default) — arbitrary sizes, NaN and infinite
 //!   values, hostile headers; every property includes "never panics".
-//! - `bench`: runs the peers' timing scripts and our criterion benches on the same inputs, and
-//!   prints the side-by-side table.
+//! - `bench [SUITE…] [--rounds N]`: runs the peers' timing scripts and our criterion benches on
+//!   the same inputs, and prints the side-by-side table; with `--rounds N` peers and ours
+//!   alternate N times and the table gives the median speed-up and its range (steadier on a
+//!   shared host).
 
 mod bench;
 mod deps;
@@ -21,7 +23,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: cargo xtask <test-all|deps|oracles|fixtures|bench|fuzz [--cases N]> [--help]";
+    "usage: cargo xtask <test-all|deps|oracles|fixtures|bench [SUITE…] [--rounds N]|fuzz [--cases N]> [--help]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -8,8 +8,9 @@
 //! buffer (im2col in pieces that stay in cache), multiplies it, and finishes the block with the
 //! epilogue (bias, residual, ReLU) before the next: each output value is written once.
 
-use crate::panel_gemm::{matmul_packed, Finish, PackedMatrix};
+use crate::panel_gemm::{matmul_packed, Finish, PackedMatrix, MICRO_KERNEL_ROWS};
 use crate::winograd;
+use crate::workers::{block_size, scratch_slice};
 use crate::{KernelError, Nhwc, Padding, Workers};
 
 /// What happens to `window · weights` before it is stored: `+ bias` always (zero when the
@@ -77,10 +78,13 @@ pub(crate) enum ForwardWeights {
 
 /// Output rows per block of work. Measured on 2 Zen cores (AVX2) over the GEMM shapes of a
 /// ResNet-FPN at 1024² (M = 65,536, K 256–2,304, N 64–512): 256-row blocks on our own threads
-/// reach 120–150 GFLOP/s where one `gemm` call with its own 2 threads reaches 85–105; 128 rows
-/// paid that GEMM's weight packing too often, 1,024 and more fall out of cache. With the weights
-/// packed once (`panel_gemm.rs`) 128 and 256 rows measured alike on this noisy machine.
-const ROWS_PER_BLOCK: usize = 256;
+/// reach 120–150 GFLOP/s where one `gemm` call with its own 2 threads reaches 85–105. With the
+/// weights packed once (`panel_gemm.rs`) a block no longer pays for packing, and smaller blocks
+/// keep a `K` slice of their rows (96 × 256 values, 96 KiB) in L2 and give the small layers
+/// more blocks to share between threads: on seed 000's 1×1 layers (2 threads, minimum of 25
+/// runs, 4 interleaved rounds) 96 rows took 17.4 ms in all against 18.9 for 256; 48–144 were
+/// within the noise of 96. A multiple of the micro-kernel's 6 rows.
+const ROWS_PER_BLOCK: usize = 96;
 
 impl Conv2d {
     /// From PyTorch/candle `[O, I, kh, kw]` weights and an optional `[O]` bias; 3×3 stride-1
@@ -316,14 +320,15 @@ impl Conv2d {
         };
         let (window, n) = (self.packed.len() / self.out_channels, self.out_channels);
         let pointwise = self.is_pointwise();
-        workers.for_each_block(out, n, ROWS_PER_BLOCK, |first_row, block, scratch| {
+        let rows_per_block = block_size(out.len() / n, ROWS_PER_BLOCK, MICRO_KERNEL_ROWS);
+        workers.for_each_block(out, n, rows_per_block, |first_row, block, scratch| {
             let rows = block.len() / n;
             let windows: &[f32] = if pointwise {
                 &input[first_row * window..(first_row + rows) * window]
             } else {
-                scratch.resize(rows * window, 0.0);
-                self.gather(input, shape, out_shape, first_row, &mut scratch[..rows * window]);
-                &scratch[..rows * window]
+                let windows = scratch_slice(scratch, rows * window);
+                self.gather(input, shape, out_shape, first_row, windows);
+                windows
             };
             let residual = epilogue.residual.map(|r| &r[first_row * n..(first_row + rows) * n]);
             let finish = Finish { bias: &self.bias, residual, relu: epilogue.relu };

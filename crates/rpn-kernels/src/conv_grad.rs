@@ -17,6 +17,7 @@
 //! - **bias gradient** `db = Σ dy` over pixels (f32 sums per chunk of rows, f64 across chunks).
 
 use crate::gemm::{matmul_views, MatRef};
+use crate::workers::scratch_slice;
 use crate::{winograd, Conv2d, Epilogue, KernelError, Nhwc, Padding, Workers};
 
 /// Output rows per GEMM in the strided input gradient.
@@ -198,9 +199,9 @@ impl Conv2d {
                     // The windows are the input rows themselves.
                     MatRef::transposed(&x[first * window..(first + rows) * window], window)
                 } else {
-                    scratch.resize(rows * window, 0.0);
-                    self.gather(x, input, out, first, &mut scratch[..rows * window]);
-                    MatRef::transposed(&scratch[..rows * window], window)
+                    let windows = scratch_slice(scratch, rows * window);
+                    self.gather(x, input, out, first, windows);
+                    MatRef::transposed(windows, window)
                 };
                 // The part's first product overwrites its buffer (reused between calls, not
                 // zeroed); the later ones add to it.
@@ -258,9 +259,9 @@ where
     // Tens of MiB for the large layers: reused from call to call rather than freshly mapped
     // (page faults) and unmapped (TLB shootdowns) every time.
     let mut partials = workers.take_scratch();
-    partials.resize(parts * len, 0.0);
-    workers.for_each_block(&mut partials[..parts * len], len, 1, f);
-    let mut chunks = partials[..parts * len].chunks_exact(len.max(1));
+    let partials_of_parts = scratch_slice(&mut partials, parts * len);
+    workers.for_each_block(partials_of_parts, len, 1, f);
+    let mut chunks = partials_of_parts.chunks_exact(len.max(1));
     let mut total = chunks.next().map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; len]);
     for partial in chunks {
         for (t, p) in total.iter_mut().zip(partial) {

@@ -6,7 +6,10 @@
 //! multiplying by it. Here the weights are packed once, when the layer is built, into panels of
 //! 16 columns (`[K][16]`, each row one aligned cache line, zero-padded past `N`). The AVX2 micro-
 //! kernel keeps a 6 × 16 block of `C` in twelve registers and, per step of `k`, loads one row of
-//! the panel and broadcasts 6 inputs. `A` is read in a grouped layout (6 rows × 8 columns per
+//! the panel and broadcasts 6 inputs; for a full group of 6 rows its `k` loop is written in
+//! inline assembly, because LLVM's register allocation of the intrinsics loop spilled two
+//! accumulators to the stack (a store and a reload per 8 steps on the accumulator chain: 6–8 %
+//! slower on a 1×1 layer, one thread). `A` is read in a grouped layout (6 rows × 8 columns per
 //! chunk, [`grouped_chunk`]): one stream in order rather than 6 rows `K` apart, which share L1
 //! sets when `K` is a multiple of 1024. The Winograd input transform writes that layout
 //! directly; row-major inputs (1×1 layers) are copied into it one `K` slice at a time. `K` is
@@ -19,14 +22,18 @@
 //! on `M`. Machines without AVX2 + FMA run a portable kernel (the same order, unfused, which the
 //! compiler vectorises for the target's baseline SIMD).
 
-// The AVX2 micro-kernel reads and writes through raw pointers (intrinsics' loads and stores);
-// every access is inside the bounds that `Strip::run` asserts before calling it.
+// The AVX2 micro-kernel reads and writes through raw pointers (intrinsics' loads and stores, and
+// the read-only `asm!` loop of `chunks6`); every access is inside the bounds that `Strip::run`
+// asserts before calling it.
 #![allow(unsafe_code)]
 
 /// Columns per panel: two AVX2 registers.
 const NR: usize = 16;
-/// Rows per micro-kernel call: 6 × 2 accumulators + 2 weight registers + 1 broadcast ≤ 16.
+/// Rows per micro-kernel call: 6 × 2 accumulators + 2 weight registers + 2 broadcasts = 16.
 const MR: usize = 6;
+/// [`MR`] for callers that size blocks of rows: blocks of whole groups run no short groups
+/// but the last.
+pub(crate) const MICRO_KERNEL_ROWS: usize = MR;
 /// Columns per chunk of the grouped layout ([`grouped_chunk`]).
 pub(crate) const CHUNK: usize = 8;
 /// Values per chunk of a group: 6 rows × 8 columns.
@@ -485,6 +492,98 @@ mod avx2 {
         }
     }
 
+    /// One step `q` of a chunk for 6 rows: the panel row in ymm0/ymm1, row `i`'s input broadcast
+    /// into ymm2 or ymm3 (alternating, so that a broadcast need not wait for the previous
+    /// row's multiply-adds), accumulators ymm4..ymm15 (row `i` in `4 + 2i`, `5 + 2i`).
+    #[rustfmt::skip]
+    macro_rules! step6 {
+        ($q:literal) => {
+            concat!(
+                "vmovaps ymm0, ymmword ptr [{p} + 64*", $q, "]\n",
+                "vmovaps ymm1, ymmword ptr [{p} + 64*", $q, " + 32]\n",
+                "vbroadcastss ymm2, dword ptr [{a} + 4*", $q, "]\n",
+                "vfmadd231ps ymm4, ymm2, ymm0\n",
+                "vfmadd231ps ymm5, ymm2, ymm1\n",
+                "vbroadcastss ymm3, dword ptr [{a} + 4*", $q, " + 32]\n",
+                "vfmadd231ps ymm6, ymm3, ymm0\n",
+                "vfmadd231ps ymm7, ymm3, ymm1\n",
+                "vbroadcastss ymm2, dword ptr [{a} + 4*", $q, " + 64]\n",
+                "vfmadd231ps ymm8, ymm2, ymm0\n",
+                "vfmadd231ps ymm9, ymm2, ymm1\n",
+                "vbroadcastss ymm3, dword ptr [{a} + 4*", $q, " + 96]\n",
+                "vfmadd231ps ymm10, ymm3, ymm0\n",
+                "vfmadd231ps ymm11, ymm3, ymm1\n",
+                "vbroadcastss ymm2, dword ptr [{a} + 4*", $q, " + 128]\n",
+                "vfmadd231ps ymm12, ymm2, ymm0\n",
+                "vfmadd231ps ymm13, ymm2, ymm1\n",
+                "vbroadcastss ymm3, dword ptr [{a} + 4*", $q, " + 160]\n",
+                "vfmadd231ps ymm14, ymm3, ymm0\n",
+                "vfmadd231ps ymm15, ymm3, ymm1\n",
+            )
+        };
+    }
+
+    /// `chunks` whole chunks of 8 steps for a full group of 6 rows, the 12 accumulators held in
+    /// registers throughout (the same multiply-adds in the same order as [`step`]; written out
+    /// because LLVM spilled two accumulators to the stack in the loop built from `step`).
+    ///
+    /// # Safety
+    /// `a` is valid for `chunks · 48` reads and `panel` for `chunks · 8` panel rows; AVX2 and
+    /// FMA are available.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chunks6(
+        acc: &mut [[__m256; 2]; 6],
+        a: *const f32,
+        panel: *const super::PanelRow,
+        chunks: usize,
+    ) {
+        if chunks == 0 {
+            return;
+        }
+        let [[mut c00, mut c01], [mut c10, mut c11], [mut c20, mut c21], [mut c30, mut c31], [mut c40, mut c41], [mut c50, mut c51]] =
+            *acc;
+        // SAFETY: reads only, inside the bounds the caller guarantees (one chunk of `a` is 192
+        // bytes, eight panel rows 512).
+        unsafe {
+            std::arch::asm!(
+                "2:",
+                step6!(0),
+                step6!(1),
+                step6!(2),
+                step6!(3),
+                step6!(4),
+                step6!(5),
+                step6!(6),
+                step6!(7),
+                "add {a}, 192",
+                "add {p}, 512",
+                "dec {n}",
+                "jnz 2b",
+                a = inout(reg) a => _,
+                p = inout(reg) panel => _,
+                n = inout(reg) chunks => _,
+                out("ymm0") _,
+                out("ymm1") _,
+                out("ymm2") _,
+                out("ymm3") _,
+                inout("ymm4") c00,
+                inout("ymm5") c01,
+                inout("ymm6") c10,
+                inout("ymm7") c11,
+                inout("ymm8") c20,
+                inout("ymm9") c21,
+                inout("ymm10") c30,
+                inout("ymm11") c31,
+                inout("ymm12") c40,
+                inout("ymm13") c41,
+                inout("ymm14") c50,
+                inout("ymm15") c51,
+                options(nostack, readonly),
+            );
+        }
+        *acc = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
+    }
+
     /// One group of rows of a strip.
     struct Group<'a> {
         /// The group's inputs, its chunks in order.
@@ -525,19 +624,24 @@ mod avx2 {
             }
             let a = self.a.as_ptr();
             // Whole chunks of 8 steps (fixed offsets inside the chunk), then the rest.
-            let mut chunks = self.panel.chunks_exact(CHUNK);
-            for (chunk, weights) in (&mut chunks).enumerate() {
-                // SAFETY: `a` holds the chunk's 48 values (`Strip::run`'s assertions).
-                let a = unsafe { a.add(chunk * CHUNK_LEN) };
-                for (q, weights) in weights.iter().enumerate() {
-                    // SAFETY: as below, `i·8 + q < 48`.
-                    unsafe { step(&mut acc, weights, a, q) };
+            let done = self.panel.len() / CHUNK;
+            match <&mut [[__m256; 2]; MR]>::try_from(&mut acc[..]) {
+                // SAFETY: `a` holds `done` chunks of 48 values, the panel `done · 8` rows.
+                Ok(six) => unsafe { chunks6(six, a, self.panel.as_ptr(), done) },
+                Err(_) => {
+                    for (chunk, weights) in self.panel.chunks_exact(CHUNK).enumerate() {
+                        // SAFETY: `a` holds the chunk's 48 values (`Strip::run`'s assertions).
+                        let a = unsafe { a.add(chunk * CHUNK_LEN) };
+                        for (q, weights) in weights.iter().enumerate() {
+                            // SAFETY: as below, `i·8 + q < 48`.
+                            unsafe { step(&mut acc, weights, a, q) };
+                        }
+                    }
                 }
             }
-            let done = self.panel.len() / CHUNK;
             // SAFETY: `a` holds the last, partial chunk too (its first `kc mod 8` columns).
             let a = unsafe { a.add(done * CHUNK_LEN) };
-            for (q, weights) in chunks.remainder().iter().enumerate() {
+            for (q, weights) in self.panel[done * CHUNK..].iter().enumerate() {
                 // SAFETY: as below.
                 unsafe { step(&mut acc, weights, a, q) };
             }

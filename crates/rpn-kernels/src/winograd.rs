@@ -15,18 +15,13 @@
 
 use crate::gemm::{matmul_views, MatRef};
 use crate::panel_gemm::{grouped_chunk, grouped_len, matmul_grouped, Finish, PackedMatrix, CHUNK};
+use crate::workers::{block_size, scratch_slice};
 use crate::Nhwc;
 
 /// Tiles per block of work (rounded to whole tile rows): the block's `V` and `M` matrices
 /// (`16 · tiles · (C + O)` values, 6 MiB at C = 256, O = 512) stay in the shared cache, and the
 /// 16 GEMMs get enough rows for their pass over the transformed weights.
 const TILES_PER_BLOCK: usize = 192;
-
-/// The block count is rounded up to a multiple of this (when there are that many tile rows),
-/// so that small layers still have a block per core on 2 cores. Not more: every block streams
-/// all the transformed weights (16 MiB for seed 000's 1024 → 256 head, whose 8×8 maps make
-/// 128 tiles in all), and 4 blocks of it measured 14–16 ms where 2 took 11–13.
-const BLOCK_MULTIPLE: usize = 2;
 
 /// Transformed 3×3 weights: 16 matrices `[C, O]`, matrix `ξ = 4i + j`.
 pub(crate) fn transform_weights(
@@ -189,13 +184,11 @@ impl Layer<'_> {
     }
 
     /// The batch's tile rows cut into blocks of at most about `target_tiles` tiles (at least one
-    /// tile row each), in order: a multiple of [`BLOCK_MULTIPLE`] blocks of equal size (the last
-    /// may be shorter) when there are that many tile rows.
+    /// tile row each), in order, sized by [`block_size`].
     pub(crate) fn blocks(&self, target_tiles: usize) -> Vec<TileRows> {
         let total = self.out.batch * self.tile_rows_per_image();
         let by_size = (target_tiles / self.tile_cols()).max(1);
-        let count = total.div_ceil(by_size).next_multiple_of(BLOCK_MULTIPLE).min(total).max(1);
-        let per_block = total.div_ceil(count).max(1);
+        let per_block = block_size(total, by_size, 1);
         (0..total)
             .step_by(per_block)
             .map(|first| TileRows { first, count: per_block.min(total - first) })
@@ -221,8 +214,7 @@ impl Layer<'_> {
         let tiles = rows.count * self.tile_cols();
         let layout = Layout::Grouped;
         let v_len = layout.matrix_len(tiles, c_n);
-        scratch.resize(16 * (v_len + tiles * o_n), 0.0);
-        let (v, m) = scratch.split_at_mut(16 * v_len);
+        let (v, m) = scratch_slice(scratch, 16 * (v_len + tiles * o_n)).split_at_mut(16 * v_len);
         self.transform_input(rows, v, layout);
         for (xi, weights) in self.weights.iter().enumerate() {
             matmul_grouped(
@@ -390,8 +382,8 @@ impl WeightGradient<'_> {
     ) {
         let (c_n, o_n) = (self.layer.shape.channels, self.layer.out.channels);
         let tiles = rows.count * self.layer.tile_cols();
-        scratch.resize(16 * tiles * (c_n + o_n), 0.0);
-        let (v, p) = scratch.split_at_mut(16 * tiles * c_n);
+        let (v, p) =
+            scratch_slice(scratch, 16 * tiles * (c_n + o_n)).split_at_mut(16 * tiles * c_n);
         self.layer.transform_input(rows, v, Layout::RowMajor);
         self.transform_output_grad(rows, p);
         for xi in 0..16 {

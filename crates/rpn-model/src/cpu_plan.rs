@@ -310,17 +310,21 @@ pub(crate) struct CpuPlan {
 pub(crate) type Activation = (Vec<f32>, Nhwc);
 
 impl CpuPlan {
-    /// A buffer of `len` values from the pool (contents unspecified: every kernel overwrites
-    /// all of its output).
+    /// A buffer of at least `len` values from the pool (contents unspecified: every kernel
+    /// overwrites the `len` values of its output). Pooled buffers keep their full length, so
+    /// that reusing a buffer for a larger value zero-fills it only when the pool first grows, not
+    /// on every call (`Vec::resize` after a shorter use fills again: 2–3 % of seed 000's forward).
     fn buffer(&self, len: usize) -> Vec<f32> {
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         // The smallest pooled buffer that is large enough, else the largest one grown.
         let best = (0..pool.len())
-            .filter(|&i| pool[i].capacity() >= len)
-            .min_by_key(|&i| pool[i].capacity())
-            .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+            .filter(|&i| pool[i].len() >= len)
+            .min_by_key(|&i| pool[i].len())
+            .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
         let mut buffer = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
-        buffer.resize(len, 0.0);
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
         buffer
     }
 
@@ -330,12 +334,16 @@ impl CpuPlan {
 
     /// Runs the plan on an NHWC batch; returns the marked outputs, in marking order.
     pub(crate) fn run(&self, input: Vec<f32>, shape: Nhwc) -> Result<Vec<Activation>> {
-        let mut values: Vec<Option<Activation>> = Vec::with_capacity(self.steps.len() + 1);
-        values.push(Some((input, shape)));
+        let len = shape.len().map_err(kernel_error)?;
+        if input.len() != len {
+            candle_core::bail!("CPU plan: {} input values for shape {shape:?}", input.len())
+        }
+        let mut values: Vec<Option<Held>> = Vec::with_capacity(self.steps.len() + 1);
+        values.push(Some(Held { data: input, shape, len }));
         values.resize_with(self.steps.len() + 1, || None);
-        let taken = |values: &[Option<Activation>], v: Value| -> Result<(usize, Nhwc)> {
+        let taken = |values: &[Option<Held>], v: Value| -> Result<(usize, Nhwc)> {
             match &values[v.0] {
-                Some((_, shape)) => Ok((v.0, *shape)),
+                Some(held) => Ok((v.0, held.shape)),
                 None => candle_core::bail!("CPU plan: value {} used after it was freed", v.0),
             }
         };
@@ -345,16 +353,16 @@ impl CpuPlan {
                     let conv = &self.convs[conv];
                     let (i, in_shape) = taken(&values, input)?;
                     let out_shape = conv.output_shape(in_shape).map_err(kernel_error)?;
-                    let mut out = self.buffer(out_shape.len().map_err(kernel_error)?);
+                    let mut out = self.held(out_shape)?;
                     let residual = match residual {
                         Some(r) => Some(taken(&values, r)?.0),
                         None => None,
                     };
-                    let data = |j: usize| values[j].as_ref().map_or(&[][..], |(d, _)| d.as_slice());
-                    let epilogue = Epilogue { residual: residual.map(data), relu };
-                    conv.forward(data(i), in_shape, epilogue, &mut out, &self.workers)
+                    let epilogue = Epilogue { residual: residual.map(|r| data(&values, r)), relu };
+                    let (input, workers) = (data(&values, i), &self.workers);
+                    conv.forward(input, in_shape, epilogue, out.values_mut(), workers)
                         .map_err(kernel_error)?;
-                    (out, out_shape)
+                    out
                 }
                 Step::MaxPool { input, kernel, stride, padding } => {
                     let (i, in_shape) = taken(&values, input)?;
@@ -366,19 +374,18 @@ impl CpuPlan {
                     };
                     let out_shape = rpn_kernels::max_pool_shape(in_shape, kernel, stride, padding)
                         .map_err(kernel_error)?;
-                    let mut out = self.buffer(out_shape.len().map_err(kernel_error)?);
-                    let data = values[i].as_ref().map_or(&[][..], |(d, _)| d.as_slice());
+                    let mut out = self.held(out_shape)?;
                     rpn_kernels::max_pool(
-                        data,
+                        data(&values, i),
                         in_shape,
                         kernel,
                         stride,
                         padding,
-                        &mut out,
+                        out.values_mut(),
                         &self.workers,
                     )
                     .map_err(kernel_error)?;
-                    (out, out_shape)
+                    out
                 }
                 Step::UpsampleAdd { small, large } => {
                     let (si, small_shape) = taken(&values, small)?;
@@ -386,27 +393,27 @@ impl CpuPlan {
                     if self.last_use[li] != s + 1 {
                         candle_core::bail!("CPU plan: upsample-add target {li} is read later")
                     }
-                    let Some((mut target, target_shape)) = values[li].take() else {
+                    let Some(mut target) = values[li].take() else {
                         candle_core::bail!("CPU plan: value {li} used after it was freed")
                     };
-                    let data = values[si].as_ref().map_or(&[][..], |(d, _)| d.as_slice());
+                    let target_shape = target.shape;
                     rpn_kernels::upsample2_add(
-                        data,
+                        data(&values, si),
                         small_shape,
-                        &mut target,
+                        target.values_mut(),
                         target_shape,
                         &self.workers,
                     )
                     .map_err(kernel_error)?;
-                    (target, target_shape)
+                    target
                 }
             };
             values[s + 1] = Some(produced);
             // Free what this step read for the last time (the input batch included).
             for v in 0..=s {
                 if self.last_use[v] == s + 1 {
-                    if let Some((buffer, _)) = values[v].take() {
-                        self.recycle(buffer);
+                    if let Some(held) = values[v].take() {
+                        self.recycle(held.data);
                     }
                 }
             }
@@ -414,10 +421,41 @@ impl CpuPlan {
         self.outputs
             .iter()
             .map(|v| match values[v.0].take() {
-                Some(a) => Ok(a),
+                Some(Held { mut data, shape, len }) => {
+                    data.truncate(len);
+                    Ok((data, shape))
+                }
                 None => candle_core::bail!("CPU plan: output {} was not computed", v.0),
             })
             .collect()
+    }
+
+    /// A pooled buffer for a value of `shape`.
+    fn held(&self, shape: Nhwc) -> Result<Held> {
+        let len = shape.len().map_err(kernel_error)?;
+        Ok(Held { data: self.buffer(len), shape, len })
+    }
+}
+
+/// The values of value `j` (empty if it was freed: the step's own checks reported that).
+fn data(values: &[Option<Held>], j: usize) -> &[f32] {
+    values[j].as_ref().map_or(&[][..], Held::values)
+}
+
+/// A value during [`CpuPlan::run`]: its first `len` values in a pooled buffer that may be longer.
+struct Held {
+    data: Vec<f32>,
+    shape: Nhwc,
+    len: usize,
+}
+
+impl Held {
+    fn values(&self) -> &[f32] {
+        &self.data[..self.len]
+    }
+
+    fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.data[..self.len]
     }
 }
 
