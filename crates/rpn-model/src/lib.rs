@@ -180,6 +180,34 @@ impl SeedRpn {
 mod tests {
     use super::*;
 
+    /// Running the large-map layers a few images at a time gives the bits of one pass over the
+    /// batch: here the stem and the first stage run in chunks of 2 images and 1 (batch 3), the
+    /// smaller maps on the joined batch.
+    #[test]
+    fn chunked_plan_runs_give_the_same_bits() -> Result<()> {
+        let network =
+            Network::SeedRpn { backbone: SeedResNetConfig::seed000(), anchors_per_cell: 9 };
+        let Model::SeedRpn(model) = cpu_plan::tests::random_model(&network)? else {
+            unreachable!()
+        };
+        let images = Tensor::randn(0f32, 1.0, (3, 32, 32, 3), &candle_core::Device::Cpu)?;
+        let plan = model.compile_plan()?;
+        let (input, shape) = cpu_plan::plan_input(&images)?;
+        let whole = plan.run_chunked(input.clone(), shape, 3)?;
+        for per_chunk in [1, 2] {
+            let chunked = plan.run_chunked(input.clone(), shape, per_chunk)?;
+            assert_eq!(chunked.len(), whole.len());
+            for ((a, a_shape), (b, b_shape)) in chunked.iter().zip(&whole) {
+                assert_eq!(a_shape, b_shape, "{per_chunk} per chunk");
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len(),
+                    "{per_chunk} per chunk: outputs differ"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The seed 000 CPU plan against candle's path (random weights and BN statistics).
     #[test]
     fn seed_cpu_plan_matches_candle() -> Result<()> {
