@@ -180,16 +180,22 @@ impl SeedRpn {
 mod tests {
     use super::*;
 
+    /// Seed 000's RPN with random weights and BatchNorm statistics, as plain tensors.
+    fn random_seed000() -> Result<SeedRpn> {
+        let network =
+            Network::SeedRpn { backbone: SeedResNetConfig::seed000(), anchors_per_cell: 9 };
+        match cpu_plan::tests::random_model(&network)? {
+            Model::SeedRpn(model) => Ok(model),
+            _ => candle_core::bail!("seed000 built a model that is not an RPN"),
+        }
+    }
+
     /// Running the large-map layers a few images at a time gives the bits of one pass over the
     /// batch: here the stem and the first stage run in chunks of 2 images and 1 (batch 3), the
     /// smaller maps on the joined batch.
     #[test]
     fn chunked_plan_runs_give_the_same_bits() -> Result<()> {
-        let network =
-            Network::SeedRpn { backbone: SeedResNetConfig::seed000(), anchors_per_cell: 9 };
-        let Model::SeedRpn(model) = cpu_plan::tests::random_model(&network)? else {
-            unreachable!()
-        };
+        let model = random_seed000()?;
         let images = Tensor::randn(0f32, 1.0, (3, 32, 32, 3), &candle_core::Device::Cpu)?;
         let plan = model.compile_plan()?;
         let (input, shape) = cpu_plan::plan_input(&images)?;
@@ -211,11 +217,7 @@ mod tests {
     /// The seed 000 CPU plan against candle's path (random weights and BN statistics).
     #[test]
     fn seed_cpu_plan_matches_candle() -> Result<()> {
-        let network =
-            Network::SeedRpn { backbone: SeedResNetConfig::seed000(), anchors_per_cell: 9 };
-        let Model::SeedRpn(model) = cpu_plan::tests::random_model(&network)? else {
-            unreachable!()
-        };
+        let model = random_seed000()?;
         let images = Tensor::randn(0f32, 1.0, (2, 32, 48, 3), &candle_core::Device::Cpu)?;
         let plan = model.compile_plan()?;
         let fast = model.forward_plan(&plan, &images)?;
