@@ -127,10 +127,10 @@ impl Workers {
 /// 2 took 11–13.
 const BLOCK_MULTIPLE: usize = 2;
 
-/// Units per block when `total` units of work are cut into blocks of about `target` units
-/// (at most), each a multiple of `granule` units: a multiple of [`BLOCK_MULTIPLE`] blocks of
-/// about equal size (the last may be shorter) where there are that many granules. Independent
-/// of the thread count, like the blocks themselves.
+/// Units per block when `total` units of work are cut into blocks of about `target` units,
+/// each a whole number of `granule` units: a multiple of [`BLOCK_MULTIPLE`] blocks of about
+/// equal size (the last may be shorter) where there are that many granules. Independent of the
+/// thread count, like the blocks themselves.
 pub(crate) fn block_size(total: usize, target: usize, granule: usize) -> usize {
     let granule = granule.max(1);
     let count = total

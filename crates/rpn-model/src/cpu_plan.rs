@@ -11,6 +11,11 @@
 //!
 //! Buffers: each value's buffer returns to a pool after its last use and is reused by later
 //! layers and later calls, so a forward pass allocates only what its peak needs, once.
+//!
+//! Batches: the first layers, while their maps are large, run a few images at a time and the
+//! batch is joined before the small maps ([`CHUNK_PIXELS`]), so that a layer's output is still in
+//! cache when the next layer reads it. Each kernel computes an image the same way whatever else
+//! is in its batch: the bits do not depend on the chunking (tested).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
