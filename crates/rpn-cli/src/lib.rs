@@ -716,8 +716,7 @@ fn forward(
         }
         Model::Vgg16(m) => {
             let run = || -> candle_core::Result<Tensor> {
-                let features = candle_core::Module::forward(m, &rpn_model::nhwc_to_nchw(&x)?)?;
-                features.permute((0, 2, 3, 1))?.contiguous()
+                m.forward_nhwc(&x)?.permute((0, 2, 3, 1))?.contiguous()
             };
             vec![("block5_conv3", candle(format!("running {}", arch.name), run())?)]
         }

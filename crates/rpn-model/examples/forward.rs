@@ -62,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Model::Vgg16(m) => {
                 let images = Tensor::rand(-120f32, 130.0, (batch, side, side, 3), &device)?;
-                let features = candle_core::Module::forward(m, &rpn_model::nhwc_to_nchw(&images)?)?;
+                let features = m.forward_nhwc(&images)?;
                 format!("block5_conv3 {:?} (NCHW)", features.dims())
             }
             Model::Seed002(m) => {

@@ -2,8 +2,10 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
+use rpn_kernels::Padding;
 
 use crate::conv::{conv2d, Conv};
+use crate::cpu_plan::{self, PlanBuilder, PlanCache, PoolPadding};
 
 /// `(block, convs, channels)` of VGG16.
 const BLOCKS: [(usize, usize, usize); 5] =
@@ -15,6 +17,8 @@ const BLOCKS: [(usize, usize, usize); 5] =
 #[derive(Debug, Clone)]
 pub struct Vgg16 {
     convs: Vec<(usize, Conv)>,
+    /// The compiled CPU inference plan, made on first use (see `cpu_plan`).
+    plan: PlanCache,
 }
 
 impl Vgg16 {
@@ -32,7 +36,46 @@ impl Vgg16 {
                 c_in = c_out;
             }
         }
-        Ok(Self { convs })
+        Ok(Self { convs, plan: PlanCache::default() })
+    }
+
+    /// NHWC images → NCHW `block5_conv3` features. On the CPU, with plain-tensor weights and an
+    /// `f32` input that tracks no gradient, a compiled plan runs the layers on `rpn-kernels`
+    /// (NHWC throughout; the features come back as an NCHW view); otherwise candle's ops, as
+    /// [`Module::forward`].
+    pub fn forward_nhwc(&self, images: &Tensor) -> Result<Tensor> {
+        if cpu_plan::plan_applies(images) {
+            if let Some(plan) = self.plan.get(|| self.compile_plan())? {
+                let (input, shape) = cpu_plan::plan_input(images)?;
+                let mut outputs = plan.run(input, shape)?.into_iter();
+                let Some(features) = outputs.next() else {
+                    candle_core::bail!("CPU plan: VGG16 has one output")
+                };
+                return cpu_plan::nchw_view(features);
+            }
+        }
+        self.forward(&crate::nhwc_to_nchw(images)?)
+    }
+
+    /// The body as a CPU plan: each conv with its ReLU fused, the 2×2 "valid" pools.
+    fn compile_plan(&self) -> Result<cpu_plan::CpuPlan> {
+        let mut g = PlanBuilder::default();
+        let mut x = PlanBuilder::INPUT;
+        for (i, (block, conv)) in self.convs.iter().enumerate() {
+            let weights = g.conv_weights(conv)?;
+            x = g.conv(weights, x, None, true);
+            if self.ends_pooled_block(i, *block) {
+                x = g.max_pool(x, 2, 2, PoolPadding::Fixed(Padding::symmetric(0)));
+            }
+        }
+        g.output(x);
+        Ok(g.finish())
+    }
+
+    /// Whether conv `i` (of block `block`) is the last of a block followed by a pool (1–4).
+    fn ends_pooled_block(&self, i: usize, block: usize) -> bool {
+        let last_of_block = self.convs.get(i + 1).is_none_or(|(next, _)| *next != block);
+        last_of_block && block < 5
     }
 
     /// Paths in creation order.
@@ -55,11 +98,30 @@ impl Module for Vgg16 {
         let mut x = x.clone();
         for (i, (block, conv)) in self.convs.iter().enumerate() {
             x = conv.forward(&x)?.relu()?;
-            let last_of_block = self.convs.get(i + 1).is_none_or(|(next, _)| next != block);
-            if last_of_block && *block < 5 {
+            if self.ends_pooled_block(i, *block) {
                 x = x.max_pool2d(2)?;
             }
         }
         Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Model, Network};
+
+    /// The VGG16 CPU plan against candle's path (random weights), odd sides included: the
+    /// "valid" pools drop the last row and column.
+    #[test]
+    fn vgg16_cpu_plan_matches_candle() -> Result<()> {
+        let Model::Vgg16(model) = cpu_plan::tests::random_model(&Network::Vgg16)? else {
+            unreachable!("Network::Vgg16 builds a VGG16")
+        };
+        let images = Tensor::randn(0f32, 1.0, (2, 40, 56, 3), &candle_core::Device::Cpu)?;
+        let fast = model.forward_nhwc(&images)?;
+        assert!(model.plan.get(|| model.compile_plan())?.is_some(), "plain weights: a plan");
+        let slow = model.forward(&crate::nhwc_to_nchw(&images)?)?;
+        cpu_plan::tests::assert_close("block5_conv3", &fast, &slow)
     }
 }

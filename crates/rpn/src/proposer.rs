@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rpn_anchors::{Anchors, Bbox, ImageSize, NormalizedBox};
 use rpn_model::{MatterportRpn, Model, Seed002Head, SeedRpn, TorchvisionRpn, Vgg16};
 use rpn_proposals::{
@@ -709,7 +709,7 @@ impl Proposer {
                 (Scores::Logits(logits), o.deltas)
             }
             Net::Vgg { backbone, head } => {
-                let features = backbone.forward(&rpn_model::nhwc_to_nchw(&x)?)?;
+                let features = backbone.forward_nhwc(&x)?;
                 let o = head.forward_nhwc(&features.permute((0, 2, 3, 1))?.contiguous()?)?;
                 // `[B, H, W, k]` and `[B, H, W, 4k]`: row `(y·W + x)·k + a`, as the anchors.
                 let probabilities =
