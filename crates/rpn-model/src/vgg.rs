@@ -124,4 +124,23 @@ mod tests {
         let slow = model.forward(&crate::nhwc_to_nchw(&images)?)?;
         cpu_plan::tests::assert_close("block5_conv3", &fast, &slow)
     }
+
+    /// Images too small for four 2×2 pools: the plan agrees with candle's path (an empty map or
+    /// an error, never a panic).
+    #[test]
+    fn tiny_images_behave_as_on_candle() -> Result<()> {
+        let Model::Vgg16(model) = cpu_plan::tests::random_model(&Network::Vgg16)? else {
+            unreachable!("Network::Vgg16 builds a VGG16")
+        };
+        for (h, w) in [(1, 1), (5, 7), (15, 16)] {
+            let images = Tensor::randn(0f32, 1.0, (1, h, w, 3), &candle_core::Device::Cpu)?;
+            let fast = model.forward_nhwc(&images).map(|t| t.dims().to_vec());
+            let slow = model.forward(&crate::nhwc_to_nchw(&images)?).map(|t| t.dims().to_vec());
+            assert_eq!(fast.is_ok(), slow.is_ok(), "{h}×{w}: {fast:?} vs {slow:?}");
+            if let (Ok(fast), Ok(slow)) = (fast, slow) {
+                assert_eq!(fast, slow, "{h}×{w}");
+            }
+        }
+        Ok(())
+    }
 }
