@@ -265,12 +265,11 @@ fn measure(root: &Path, suite: &Suite) -> Result<Vec<Measured>, String> {
 /// The table's rows for a suite: per operation and peer, medians over the rounds.
 fn append_rows(suite: &Suite, rounds: &[Vec<Measured>], table: &mut String) {
     let Some(first) = rounds.first() else { return };
-    for (row, m) in first.iter().enumerate() {
-        // The same row of every round (the peer scripts write their operations in one order).
+    for m in first {
+        // The same operation and peer in every round.
         let same: Vec<&Measured> = rounds
             .iter()
-            .filter_map(|round| round.get(row))
-            .filter(|r| r.op == m.op && r.peer == m.peer)
+            .filter_map(|round| round.iter().find(|r| r.op == m.op && r.peer == m.peer))
             .collect();
         let peer_ms = median(same.iter().map(|r| r.peer_ms).collect());
         let ours: Vec<f64> = same.iter().filter_map(|r| r.ours_ms).collect();

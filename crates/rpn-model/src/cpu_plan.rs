@@ -17,6 +17,7 @@
 //! cache when the next layer reads it. Each kernel computes an image the same way whatever else
 //! is in its batch: the bits do not depend on the chunking (tested).
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use candle_core::{DType, Result, Tensor};
@@ -359,14 +360,16 @@ impl CpuPlan {
         if input.len() != len {
             candle_core::bail!("CPU plan: {} input values for shape {shape:?}", input.len())
         }
-        let (mut values, next) = if per_chunk < shape.batch {
-            let chunked = self.run_in_chunks(&input, shape, per_chunk)?;
+        // Steps before `boundary` have large maps: worth running a chunk of images at a time.
+        let boundary = self.first_small_step(shape)?;
+        let (mut values, next) = if per_chunk < shape.batch && boundary > 0 {
+            let values = self.run_in_chunks(&input, shape, per_chunk, boundary)?;
             self.recycle(input);
-            chunked
+            (values, boundary)
         } else {
             (self.start(input, shape, len), 0)
         };
-        self.run_steps(&mut values, next, false)?;
+        self.run_steps(&mut values, next..self.steps.len())?;
         self.outputs
             .iter()
             .map(|v| match values[v.0].take() {
@@ -387,18 +390,39 @@ impl CpuPlan {
         values
     }
 
-    /// Runs the leading steps whose outputs have at least [`CHUNKED_MAP_PIXELS`] pixels per
-    /// image on `per_chunk` images at a time, then joins the values still needed into whole
-    /// batches. Returns the value slots and the first step still to run.
+    /// The first step whose output has fewer than [`CHUNKED_MAP_PIXELS`] pixels per image on an
+    /// input of `shape` (from the steps' shapes alone, nothing run).
+    fn first_small_step(&self, shape: Nhwc) -> Result<usize> {
+        let mut shapes = vec![None; self.steps.len() + 1];
+        shapes[0] = Some(shape);
+        for s in 0..self.steps.len() {
+            let out = self.output_shape(s, |v| {
+                shapes[v.0].ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "CPU plan: value {} read before it is made",
+                        v.0
+                    ))
+                })
+            })?;
+            if out.height * out.width < CHUNKED_MAP_PIXELS {
+                return Ok(s);
+            }
+            shapes[s + 1] = Some(out);
+        }
+        Ok(self.steps.len())
+    }
+
+    /// Runs steps `0..boundary` on `per_chunk` images at a time, then joins the values still
+    /// needed into whole batches; returns the value slots.
     fn run_in_chunks(
         &self,
         input: &[f32],
         shape: Nhwc,
         per_chunk: usize,
-    ) -> Result<(Vec<Option<Held>>, usize)> {
+        boundary: usize,
+    ) -> Result<Vec<Option<Held>>> {
         let image_len = input.len() / shape.batch;
         let mut chunks = Vec::new();
-        let mut boundary = None;
         for first in (0..shape.batch).step_by(per_chunk) {
             let images = per_chunk.min(shape.batch - first);
             let chunk_shape = Nhwc { batch: images, ..shape };
@@ -406,14 +430,9 @@ impl CpuPlan {
             held.values_mut()
                 .copy_from_slice(&input[first * image_len..(first + images) * image_len]);
             let mut values = self.start(held.data, chunk_shape, held.len);
-            // The first chunk finds where the maps become small; the others stop there too.
-            match boundary {
-                None => boundary = Some(self.run_steps(&mut values, 0, true)?),
-                Some(stop) => self.run_steps_until(&mut values, stop)?,
-            }
+            self.run_steps(&mut values, 0..boundary)?;
             chunks.push(values);
         }
-        let boundary = boundary.unwrap_or(0);
         // Join each value still held (read by a later step, or an output) across the chunks:
         // an NHWC batch is image after image, so joining is concatenating.
         let mut values: Vec<Option<Held>> = Vec::new();
@@ -432,52 +451,32 @@ impl CpuPlan {
             }
             values[v] = Some(joined);
         }
-        Ok((values, boundary))
+        Ok(values)
     }
 
-    /// Runs steps `from..`, or with `while_large` only up to the first whose output has fewer
-    /// than [`CHUNKED_MAP_PIXELS`] pixels per image. Returns the first step not run.
-    fn run_steps(
-        &self,
-        values: &mut [Option<Held>],
-        from: usize,
-        while_large: bool,
-    ) -> Result<usize> {
-        for s in from..self.steps.len() {
-            if while_large {
-                let out = self.output_shape(s, values)?;
-                if out.height * out.width < CHUNKED_MAP_PIXELS {
-                    return Ok(s);
-                }
-            }
-            self.run_step(s, values)?;
-        }
-        Ok(self.steps.len())
+    /// Runs the steps of `steps`, in order.
+    fn run_steps(&self, values: &mut [Option<Held>], steps: Range<usize>) -> Result<()> {
+        steps.into_iter().try_for_each(|s| self.run_step(s, values))
     }
 
-    /// Runs steps `0..until`.
-    fn run_steps_until(&self, values: &mut [Option<Held>], until: usize) -> Result<()> {
-        (0..until).try_for_each(|s| self.run_step(s, values))
-    }
-
-    /// The shape step `s` produces from the values held now.
-    fn output_shape(&self, s: usize, values: &[Option<Held>]) -> Result<Nhwc> {
+    /// The shape step `s` produces, given the shapes of the values it reads.
+    fn output_shape(&self, s: usize, shape_of: impl Fn(Value) -> Result<Nhwc>) -> Result<Nhwc> {
         match self.steps[s] {
             Step::Conv { conv, input, .. } => {
-                self.convs[conv].output_shape(taken(values, input)?.1).map_err(kernel_error)
+                self.convs[conv].output_shape(shape_of(input)?).map_err(kernel_error)
             }
             Step::MaxPool { input, kernel, stride, padding } => {
-                let in_shape = taken(values, input)?.1;
+                let in_shape = shape_of(input)?;
                 let padding = pool_padding(padding, in_shape, kernel, stride);
                 rpn_kernels::max_pool_shape(in_shape, kernel, stride, padding).map_err(kernel_error)
             }
-            Step::UpsampleAdd { large, .. } => Ok(taken(values, large)?.1),
+            Step::UpsampleAdd { large, .. } => shape_of(large),
         }
     }
 
     /// Runs step `s`: its output into its slot, then frees what it read for the last time.
     fn run_step(&self, s: usize, values: &mut [Option<Held>]) -> Result<()> {
-        let out_shape = self.output_shape(s, values)?;
+        let out_shape = self.output_shape(s, |v| Ok(taken(values, v)?.1))?;
         let produced = match self.steps[s] {
             Step::Conv { conv, input, residual, relu } => {
                 let conv = &self.convs[conv];
@@ -574,7 +573,7 @@ fn pool_padding(padding: PoolPadding, in_shape: Nhwc, kernel: usize, stride: usi
 /// alike.
 const CHUNK_PIXELS: usize = 8192;
 
-/// Layers run in chunks of images while their outputs have at least this many pixels per image.
+/// Layers run in chunks of images until the first whose output has fewer pixels per image.
 /// Smaller maps run on the whole batch: their GEMMs need the batch's rows (seed 000's 8×8 stage
 /// and head, chunked too, measured 10 % slower).
 const CHUNKED_MAP_PIXELS: usize = 256;

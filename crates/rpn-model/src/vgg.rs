@@ -111,13 +111,19 @@ mod tests {
     use super::*;
     use crate::{Model, Network};
 
+    /// VGG16 with random weights, as plain tensors.
+    fn random_vgg16() -> Result<Vgg16> {
+        match cpu_plan::tests::random_model(&Network::Vgg16)? {
+            Model::Vgg16(model) => Ok(model),
+            _ => candle_core::bail!("Network::Vgg16 built another model"),
+        }
+    }
+
     /// The VGG16 CPU plan against candle's path (random weights), odd sides included: the
     /// "valid" pools drop the last row and column.
     #[test]
     fn vgg16_cpu_plan_matches_candle() -> Result<()> {
-        let Model::Vgg16(model) = cpu_plan::tests::random_model(&Network::Vgg16)? else {
-            unreachable!("Network::Vgg16 builds a VGG16")
-        };
+        let model = random_vgg16()?;
         let images = Tensor::randn(0f32, 1.0, (2, 40, 56, 3), &candle_core::Device::Cpu)?;
         let fast = model.forward_nhwc(&images)?;
         assert!(model.plan.get(|| model.compile_plan())?.is_some(), "plain weights: a plan");
@@ -129,9 +135,7 @@ mod tests {
     /// an error, never a panic).
     #[test]
     fn tiny_images_behave_as_on_candle() -> Result<()> {
-        let Model::Vgg16(model) = cpu_plan::tests::random_model(&Network::Vgg16)? else {
-            unreachable!("Network::Vgg16 builds a VGG16")
-        };
+        let model = random_vgg16()?;
         for (h, w) in [(1, 1), (5, 7), (15, 16)] {
             let images = Tensor::randn(0f32, 1.0, (1, h, w, 3), &candle_core::Device::Cpu)?;
             let fast = model.forward_nhwc(&images).map(|t| t.dims().to_vec());
