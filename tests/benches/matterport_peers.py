@@ -8,6 +8,10 @@ Run by `cargo xtask bench matterport`, threads pinned to 2. Peers:
   * torchvision: `fasterrcnn_resnet50_fpn(weights=None)`'s transform-free backbone + RPN in eval
     mode on the same 1024² input (same depth and FPN, torchvision's own head and proposal
     settings: a timing reference, not the same graph, so its outputs are not compared).
+  * onnxruntime, openvino_f32: the same Keras network (ResNet-50-FPN + RPN head, without the
+    proposal layer: less work than ours) exported by tf2onnx, run by ONNX Runtime (2 threads,
+    every graph optimisation) and OpenVINO (2 threads, latency hint, f32 pinned: its default is
+    bf16 on AMX CPUs); their logits and deltas are checked against Keras' (1e-4 of scale) first.
 Also the ResNet-50 body alone (C2…C5): Matterport's `resnet_graph` in the same Keras model
 (its C5 is written for the Rust bench to check), and torchvision's `resnet50` up to `layer4`.
 Each peer's peak resident memory is measured alone in a child process (matterport_peer_rss.py).
@@ -27,11 +31,13 @@ import tensorflow as tf
 import tf_keras.layers as KL
 import tf_keras.models as KM
 from safetensors.numpy import save_file
+import tf2onnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 from keras_seeds import hashed  # noqa: E402
 from matterport_graph import hashed_resnet50_rpn  # noqa: E402
-from peers import matterport_proposal_layer, median_ms  # noqa: E402
+from peers import (assert_close, matterport_proposal_layer, median_ms, onnxruntime_session,  # noqa: E402
+                   openvino_compiled)
 from mrcnn import utils  # noqa: E402
 
 torch.set_num_threads(2)
@@ -71,6 +77,26 @@ c5 = keras_body(x)[3].numpy()
 save_file({"image": image, "rpn_class_logits": logits, "rpn_bbox": deltas, "rpn_rois": rois,
            "c5": c5}, os.path.join(out_dir, "matterport_io.safetensors"))
 
+
+
+@tf.function(input_signature=[tf.TensorSpec([1, SIDE, SIDE, 3], tf.float32, name="image")])
+def keras_network(x):
+    """ResNet-50-FPN + RPN head (logits, deltas): what ONNX Runtime and OpenVINO run."""
+    outs = model(x, training=False)
+    return outs[5], outs[7]
+
+
+onnx_path = os.path.join(out_dir, "matterport_r50_fpn_rpn.onnx")
+tf2onnx.convert.from_function(keras_network, input_signature=keras_network.input_signature, opset=17,
+                              output_path=onnx_path)
+session = onnxruntime_session(onnx_path)
+feed = {session.get_inputs()[0].name: image}
+compiled = openvino_compiled(onnx_path, "f32")
+for name, run in (("onnxruntime", lambda: session.run(None, feed)), ("openvino_f32", lambda: compiled(feed))):
+    got = run()
+    assert_close(f"{name} rpn_class_logits", got[0], logits)
+    assert_close(f"{name} rpn_bbox", got[1], deltas)
+
 tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
 timage = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
 image_list = torchvision.models.detection.image_list.ImageList(timage, [(SIDE, SIDE)])
@@ -96,6 +122,8 @@ timings = {
     "resnet50_fpn_rpn_proposals_1024": {
         "keras_tf": median_ms(lambda: [t.numpy() for t in keras_rpn(x)], min_runs=3, min_seconds=5.0),
         "torchvision": median_ms(torchvision_rpn, min_runs=3, min_seconds=5.0),
+        "onnxruntime": median_ms(lambda: session.run(None, feed), min_runs=3, min_seconds=5.0),
+        "openvino_f32": median_ms(lambda: compiled(feed), min_runs=3, min_seconds=5.0),
     },
     "resnet50_body_1024": {
         "keras_tf": median_ms(lambda: [t.numpy() for t in keras_body(x)], min_runs=3, min_seconds=5.0),

@@ -301,6 +301,7 @@ pub fn record_network_row(suite: &str, row: &str, gflop_per_iter: Option<f64>, t
         "peak_rss_mb": peak_rss_mb,
         "fma_peak_gflops": rpn_kernels::fma_peak_gflops(threads),
         "threads": threads,
+        "kernels": rpn_kernels::CpuIsa::active().name(),
     });
     // One entry per row: a suite with several rows calls this once for each.
     let path = dir.join(format!("{suite}_ours.json"));

@@ -123,7 +123,7 @@ pub(crate) fn side_by_side(root: &Path, args: &[String]) -> Result<(), String> {
     }
     if !networks.is_empty() {
         table.push_str(
-            "\n| suite | our row | conv GFLOP | ours GFLOP/s | FMA peak GFLOP/s | % of peak | our peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|\n",
+            "\n| suite | our row | our kernels | conv GFLOP | ours GFLOP/s | FMA peak GFLOP/s | % of peak | our peak RSS MB |\n|---|---|---|---:|---:|---:|---:|---:|\n",
         );
         table.push_str(&networks);
     }
@@ -172,12 +172,16 @@ fn machine_line() -> String {
     };
     let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_owned());
     let flags = field("flags").unwrap_or_default();
-    let simd: Vec<&str> = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16"]
-        .into_iter()
-        .filter(|f| flags.split_whitespace().any(|g| g == *f))
-        .collect();
+    let simd: Vec<&str> =
+        ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16"]
+            .into_iter()
+            .filter(|f| flags.split_whitespace().any(|g| g == *f))
+            .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("Machine: {model}, {cores} cores; SIMD: {}", simd.join(" "))
+    // A forced kernel family (rpn_kernels::CPU_ISA_ENV) changes what runs: say so.
+    let forced =
+        std::env::var("RPN_CPU_ISA").map(|v| format!("; RPN_CPU_ISA={v}")).unwrap_or_default();
+    format!("Machine: {model}, {cores} cores; SIMD: {}{forced}", simd.join(" "))
 }
 
 fn read_json(path: &Path) -> Result<Value, String> {
@@ -220,8 +224,9 @@ fn append_network_row(root: &Path, suite: &Suite, rows: &mut String) {
         let share = rate.zip(peak).map(|(r, p)| 100.0 * r / p);
         let _ = writeln!(
             rows,
-            "| {} | {row} | {} | {} | {} | {} | {} |",
+            "| {} | {row} | {} | {} | {} | {} | {} | {} |",
             suite.name,
+            report["kernels"].as_str().unwrap_or("?"),
             cell(gflop, 1),
             cell(rate, 1),
             cell(peak, 0),

@@ -18,6 +18,11 @@ const PACKAGES: &[&str] = &[
     "scikit-image==0.26.0",
     "h5py==3.14.0",
     "safetensors",
+    // The strongest CPU peers of the network benches, with the exporters that feed them.
+    "onnx==1.23.2",
+    "onnxruntime==1.32.0",
+    "openvino==2026.4.1",
+    "tf2onnx==1.17.0",
 ];
 
 /// Matterport's `mrcnn/` package; `--no-deps` because its metadata pins an ancient TensorFlow.

@@ -26,8 +26,10 @@
 //! chunks in order). So 1 and N threads give the same bits (tested).
 //!
 //! **CPU dispatch.** The forward pass's GEMM is our own (`panel_gemm.rs`): weights packed once
-//! into 16-column panels when the layer is built, a 6×16 AVX2 + FMA micro-kernel chosen at run
-//! time (a portable one elsewhere), the epilogue applied in registers. The gradients' GEMMs are
+//! into 16-column panels when the layer is built, a 6×64 AVX-512 or 6×16 AVX2 + FMA micro-kernel
+//! chosen at run time (a portable one elsewhere), the epilogue applied in registers. The two
+//! SIMD kernels give the same bits; [`CpuIsa::active`] says which one runs, and
+//! [`CPU_ISA_ENV`] (`RPN_CPU_ISA=avx512|avx2|portable`) forces a family the CPU has. The gradients' GEMMs are
 //! the `gemm` crate's (candle's), built with its `x86-v4` kernels: AVX-512 machines use 512-bit
 //! micro-kernels, AVX2/FMA machines 256-bit ones, chosen at run time. Nothing assumes
 //! `target-cpu=native`. [`fma_peak_gflops`] measures the machine's FMA peak, to read throughput
@@ -52,6 +54,7 @@ mod conv_grad;
 mod elementwise;
 mod error;
 mod gemm;
+mod isa;
 mod panel_gemm;
 mod peak;
 mod pool;
@@ -64,6 +67,7 @@ pub use conv::{Conv2d, Epilogue};
 pub use conv_grad::ConvGradients;
 pub use elementwise::{add_relu, relu_backward};
 pub use error::KernelError;
+pub use isa::{CpuIsa, CPU_ISA_ENV};
 pub use peak::fma_peak_gflops;
 pub use pool::{max_pool, max_pool_shape, upsample2_add};
 pub use shape::{Nhwc, Padding};

@@ -21,13 +21,22 @@
 //! row sits in its block: so the bits depend neither on how rows are split between threads nor
 //! on `M`. Machines without AVX2 + FMA run a portable kernel (the same order, unfused, which the
 //! compiler vectorises for the target's baseline SIMD).
+//!
+//! **AVX-512.** The same packed weights and grouped inputs feed a 6 × 64 micro-kernel on zmm
+//! registers: four 16-column panels side by side (one register each), 24 accumulators, the
+//! input broadcast straight from memory into each multiply-add. Each output is the same fused
+//! chain as on AVX2, so the two give the same bits (tested); `K` slices are [`KC_AVX512`] long
+//! so that the four panel slices (32 KiB) still stay in L1. Edge columns use masked loads and
+//! stores. [`CpuIsa::active`] picks the family once per process.
 
 // The AVX2 micro-kernel reads and writes through raw pointers (intrinsics' loads and stores, and
 // the read-only `asm!` loop of `chunks6`); every access is inside the bounds that `Strip::run`
 // asserts before calling it.
 #![allow(unsafe_code)]
 
-/// Columns per panel: two AVX2 registers.
+use crate::isa::CpuIsa;
+
+/// Columns per panel: two AVX2 registers, one AVX-512 register.
 const NR: usize = 16;
 /// Rows per micro-kernel call: 6 × 2 accumulators + 2 weight registers + 2 broadcasts = 16.
 const MR: usize = 6;
@@ -41,6 +50,8 @@ const CHUNK_LEN: usize = MR * CHUNK;
 /// `k` steps per slice: a panel slice is `KC · 64` bytes = 16 KiB, half of L1. A multiple of
 /// [`CHUNK`], so that slices start at a chunk.
 const KC: usize = 256;
+/// [`KC`] for the AVX-512 kernel, which streams four panels at once: 4 · 128 · 64 bytes = 32 KiB.
+const KC_AVX512: usize = 128;
 
 /// One row of a panel: 16 weights in one 64-byte cache line.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,9 +82,10 @@ impl PackedMatrix {
         Self { k, n, rows }
     }
 
-    /// The panel rows `k0 .. k0 + kc` of panel `p`.
-    fn slice(&self, p: usize, k0: usize, kc: usize) -> &[PanelRow] {
-        &self.rows[p * self.k + k0..p * self.k + k0 + kc]
+    /// The panel rows `k0 .. k0 + kc` of panels `p .. p + count`: panel `p + j`'s rows start at
+    /// `j · K` in the slice returned.
+    fn slice(&self, p: usize, count: usize, k0: usize, kc: usize) -> &[PanelRow] {
+        &self.rows[p * self.k + k0..(p + count - 1) * self.k + k0 + kc]
     }
 }
 
@@ -97,13 +109,13 @@ pub(crate) fn matmul_packed(
     c: &mut [f32],
     finish: Option<Finish<'_>>,
 ) {
-    matmul_on(Isa::detect(), m, a, b, c, finish);
+    matmul_on(CpuIsa::active(), m, a, b, c, finish);
 }
 
 /// [`matmul_packed`] on a given micro-kernel: `A` grouped one `K` slice at a time, so that the
 /// slice the panels stream past is the one just written (in cache).
 fn matmul_on(
-    isa: Isa,
+    isa: CpuIsa,
     m: usize,
     a: &[f32],
     b: &PackedMatrix,
@@ -122,7 +134,7 @@ fn matmul_on(
 pub(crate) fn matmul_grouped(m: usize, a: &[f32], b: &PackedMatrix, c: &mut [f32]) {
     let k = b.k;
     assert!(a.len() >= grouped_len(m, k), "matmul: {m}×{k} grouped rows from {} values", a.len());
-    Slices { m, b, finish: None }.run(Isa::detect(), c, RowsOfA::Grouped(a));
+    Slices { m, b, finish: None }.run(CpuIsa::active(), c, RowsOfA::Grouped(a));
 }
 
 /// Where a product's `A` comes from.
@@ -143,7 +155,7 @@ struct Slices<'a> {
 impl Slices<'_> {
     /// Multiplies `a` into `c` one `K` slice at a time: written by the first slice, added to by
     /// the others, finished by the last.
-    fn run(&self, isa: Isa, c: &mut [f32], mut a: RowsOfA<'_>) {
+    fn run(&self, isa: CpuIsa, c: &mut [f32], mut a: RowsOfA<'_>) {
         let (m, k, n) = (self.m, self.b.k, self.b.n);
         assert!(c.len() >= m * n, "matmul: {m}×{n} output into {} values", c.len());
         if let Some(finish) = self.finish {
@@ -155,16 +167,29 @@ impl Slices<'_> {
         if m == 0 || n == 0 {
             return;
         }
+        let panels = n.div_ceil(NR);
+        let (width, slice_len) = match isa {
+            CpuIsa::Avx512 => (avx512::PANELS, KC_AVX512),
+            CpuIsa::Avx2 | CpuIsa::Portable => (1, KC),
+        };
         if k == 0 {
             // No products: the finish applies to zeros.
             c[..m * n].fill(0.0);
-            for p in 0..n.div_ceil(NR) {
-                self.strip(isa, &[], 0, p, &[], c, 0, true);
+            for p in (0..panels).step_by(width) {
+                let count = width.min(panels - p);
+                self.strip(
+                    isa,
+                    &[],
+                    0,
+                    Panels { first: p, count, rows: &[], k0: 0, kc: 0 },
+                    c,
+                    true,
+                );
             }
             return;
         }
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
+        for k0 in (0..k).step_by(slice_len) {
+            let kc = slice_len.min(k - k0);
             // The slice's rows: group `g` at `g · group_stride`, its chunks in order.
             let (a, group_stride) = match &mut a {
                 RowsOfA::RowMajor { a, grouped } => {
@@ -173,46 +198,61 @@ impl Slices<'_> {
                 }
                 RowsOfA::Grouped(a) => (&a[k0 * MR..], group_len(k)),
             };
-            for p in 0..n.div_ceil(NR) {
-                let last = k0 + kc == k;
-                self.strip(isa, a, group_stride, p, self.b.slice(p, k0, kc), c, k0, last);
+            let last = k0 + kc == k;
+            for p in (0..panels).step_by(width) {
+                let count = width.min(panels - p);
+                let rows = self.b.slice(p, count, k0, kc);
+                self.strip(isa, a, group_stride, Panels { first: p, count, rows, k0, kc }, c, last);
             }
         }
     }
 
-    /// All rows of `c`'s 16-column panel `p` for one `K` slice starting at `k0`.
-    #[allow(clippy::too_many_arguments)]
+    /// All rows of `c`'s columns under `panels` for one `K` slice.
     fn strip(
         &self,
-        isa: Isa,
+        isa: CpuIsa,
         a: &[f32],
         group_stride: usize,
-        p: usize,
-        panel: &[PanelRow],
+        panels: Panels<'_>,
         c: &mut [f32],
-        k0: usize,
         last: bool,
     ) {
         let n = self.b.n;
-        let cols = NR.min(n - p * NR);
+        let first_col = panels.first * NR;
+        let cols = (panels.count * NR).min(n - first_col);
         let finish = self.finish.filter(|_| last).map(|f| StripFinish {
-            bias: &f.bias[p * NR..p * NR + cols],
-            residual: f.residual.map(|r| &r[p * NR..]),
+            bias: &f.bias[first_col..first_col + cols],
+            residual: f.residual.map(|r| &r[first_col..]),
             relu: f.relu,
         });
         let strip = Strip {
             a,
             group_stride,
-            panel,
-            c: &mut c[p * NR..],
+            panel: panels.rows,
+            panel_stride: self.b.k,
+            panels: panels.count,
+            kc: panels.kc,
+            c: &mut c[first_col..],
             ldc: n,
             rows: self.m,
             cols,
-            accumulate: k0 > 0 || panel.is_empty(),
+            accumulate: panels.k0 > 0 || panels.kc == 0,
             finish,
         };
         strip.run(isa);
     }
+}
+
+/// Neighbouring panels of `B` cut to one `K` slice: what one strip multiplies by.
+struct Panels<'a> {
+    /// The first panel's index.
+    first: usize,
+    count: usize,
+    /// [`PackedMatrix::slice`] of the panels.
+    rows: &'a [PanelRow],
+    /// The slice's first `k` and its length.
+    k0: usize,
+    kc: usize,
 }
 
 /// Values in the grouped layout of an `[m, k]` matrix: `⌈m / 6⌉` groups of 6 rows; a group is
@@ -272,13 +312,17 @@ fn group_rows(m: usize, k: usize, k0: usize, kc: usize, a: &[f32], grouped: &mut
     }
 }
 
-/// One micro-kernel call per group of 6 rows down a 16-column strip of `c`:
-/// `c[i][j] (+)= Σ_kk a[(i / 6)·group_stride + in_group(i % 6, kk)] · panel[kk][j]` for `i < rows`,
-/// `j < cols ≤ 16`, `kk < panel.len()`, then the finish if any.
+/// One micro-kernel call per group of 6 rows down a strip of `panels` 16-column panels of `c`:
+/// `c[i][16q + j] (+)= Σ_kk a[(i / 6)·group_stride + in_group(i % 6, kk)] · panel[q·panel_stride + kk][j]`
+/// for `i < rows`, `16q + j < cols ≤ 16·panels`, `kk < kc`, then the finish if any.
 struct Strip<'a> {
     a: &'a [f32],
     group_stride: usize,
+    /// Panel `q`'s `kc` rows start at `q · panel_stride`.
     panel: &'a [PanelRow],
+    panel_stride: usize,
+    panels: usize,
+    kc: usize,
     /// Starts at the strip's first column; row stride `ldc`.
     c: &'a mut [f32],
     ldc: usize,
@@ -298,34 +342,26 @@ struct StripFinish<'a> {
     relu: bool,
 }
 
-/// Which micro-kernel this machine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isa {
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    Portable,
-}
-
-impl Isa {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Self::Avx2Fma;
-        }
-        Self::Portable
+impl StripFinish<'_> {
+    /// The finish of the strip's columns from `col` on.
+    fn skip_cols(self, col: usize) -> Self {
+        Self { bias: &self.bias[col..], residual: self.residual.map(|r| &r[col..]), ..self }
     }
 }
 
 impl Strip<'_> {
-    fn run(self, isa: Isa) {
+    fn run(self, isa: CpuIsa) {
         // Every read of `a` and `panel` and every access to `c` and the residual is in bounds:
         // checked once here, relied on by the kernels.
-        let (kc, rows, cols, ldc) = (self.panel.len(), self.rows, self.cols, self.ldc);
-        assert!(rows >= 1 && (1..=NR).contains(&cols));
+        let (kc, rows, cols, ldc) = (self.kc, self.rows, self.cols, self.ldc);
+        assert!(rows >= 1 && self.panels >= 1);
+        assert!((self.panels - 1) * NR < cols && cols <= self.panels * NR, "strip: columns");
         if kc > 0 {
             let last_group = (rows - 1) / MR;
             let needed = last_group * self.group_stride + group_len(kc);
             assert!(needed <= self.a.len(), "strip: short a");
+            let panel_rows = (self.panels - 1) * self.panel_stride + kc;
+            assert!(panel_rows <= self.panel.len(), "strip: short panels");
         }
         assert!((rows - 1) * ldc + cols <= self.c.len(), "strip: short c");
         if let Some(finish) = self.finish {
@@ -334,18 +370,42 @@ impl Strip<'_> {
                 assert!((rows - 1) * ldc + cols <= residual.len(), "strip: short residual");
             }
         }
+        assert!(isa.is_available(), "strip: {isa} kernels on a CPU without them");
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX2 and FMA were detected at run time (`Isa::detect`); the bounds the
-            // kernel relies on were asserted above.
-            Isa::Avx2Fma => unsafe { avx2::strip(self) },
-            Isa::Portable => self.portable(),
+            // SAFETY: AVX-512F is available (asserted above); the bounds the kernel relies on
+            // were asserted above.
+            CpuIsa::Avx512 => unsafe { avx512::strip(self) },
+            CpuIsa::Avx2 | CpuIsa::Portable => {
+                let Strip { panel, panel_stride, panels, kc, c, cols, finish, .. } = self;
+                // One panel at a time: these kernels are 16 columns wide.
+                for q in 0..panels {
+                    let one = Strip {
+                        panel: if kc == 0 { &[] } else { &panel[q * panel_stride..][..kc] },
+                        panel_stride: 0,
+                        panels: 1,
+                        c: &mut c[q * NR..],
+                        cols: NR.min(cols - q * NR),
+                        finish: finish.map(|f| f.skip_cols(q * NR)),
+                        ..self
+                    };
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: AVX2 and FMA are available (asserted above); the bounds the
+                        // kernel relies on were asserted above and still hold for one panel.
+                        CpuIsa::Avx2 => unsafe { avx2::strip(one) },
+                        _ => one.portable(),
+                    }
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            CpuIsa::Avx512 => unreachable!("no AVX-512 kernels off x86-64"),
         }
     }
 
-    /// The same sums in plain Rust (multiply, then add).
+    /// The same sums in plain Rust (multiply, then add), for one panel.
     fn portable(self) {
-        let Strip { a, group_stride, panel, c, ldc, rows, cols, accumulate, finish } = self;
+        let Strip { a, group_stride, panel, c, ldc, rows, cols, accumulate, finish, .. } = self;
         for r0 in (0..rows).step_by(MR) {
             let a = &a[(r0 / MR) * group_stride..];
             let mut acc = [[0f32; NR]; MR];
@@ -465,7 +525,7 @@ mod avx2 {
     /// The caller checked AVX2 + FMA at run time and the strip's bounds as in `Strip::run`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn strip(strip: Strip<'_>) {
-        let Strip { a, group_stride, panel, c, ldc, rows, cols, accumulate, finish } = strip;
+        let Strip { a, group_stride, panel, c, ldc, rows, cols, accumulate, finish, .. } = strip;
         let bias = finish.map(|f| load(f.bias, cols));
         for r0 in (0..rows).step_by(MR) {
             let group = Group {
@@ -663,6 +723,232 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_load_ps, _mm512_mask_storeu_ps,
+        _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm_prefetch,
+        _MM_HINT_T0,
+    };
+
+    use super::{PanelRow, Strip, StripFinish, CHUNK, CHUNK_LEN, MR, NR};
+
+    /// Panels per strip: 6 rows × 4 panels = 24 accumulators, plus 4 panel rows, in the 32 zmm
+    /// registers; per step of `k`, 10 loads (4 panel rows, 6 broadcasts folded into the
+    /// multiply-adds) feed 24 multiply-adds.
+    pub(super) const PANELS: usize = 4;
+
+    /// Lanes `0 .. cols` of a register (`cols ≤ 16`).
+    fn mask(cols: usize) -> __mmask16 {
+        if cols >= NR {
+            u16::MAX
+        } else {
+            (1u16 << cols) - 1
+        }
+    }
+
+    /// [`Strip`] on AVX-512F, up to [`PANELS`] panels at once.
+    ///
+    /// # Safety
+    /// The caller checked AVX-512F at run time and the strip's bounds as in `Strip::run`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn strip(strip: Strip<'_>) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match strip.panels {
+                4 => strip_of::<4>(strip),
+                3 => strip_of::<3>(strip),
+                2 => strip_of::<2>(strip),
+                _ => strip_of::<1>(strip),
+            }
+        }
+    }
+
+    /// [`strip`] for exactly `P` panels.
+    ///
+    /// # Safety
+    /// As [`strip`], with `strip.panels == P`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn strip_of<const P: usize>(strip: Strip<'_>) {
+        let Strip {
+            a,
+            group_stride,
+            panel,
+            panel_stride,
+            kc,
+            c,
+            ldc,
+            rows,
+            cols,
+            accumulate,
+            finish,
+            ..
+        } = strip;
+        let mut masks = [0; P];
+        for (q, m) in masks.iter_mut().enumerate() {
+            *m = mask(cols.saturating_sub(q * NR));
+        }
+        let group = |r0: usize| Group::<P> {
+            a: &a[(r0 / MR) * group_stride..],
+            panel,
+            panel_stride,
+            kc,
+            ldc,
+            masks,
+            accumulate,
+            finish,
+            residual_at: r0 * ldc,
+        };
+        for r0 in (0..rows).step_by(MR) {
+            let c = &mut c[r0 * ldc..];
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match MR.min(rows - r0) {
+                    6 => group(r0).run::<6>(c),
+                    5 => group(r0).run::<5>(c),
+                    4 => group(r0).run::<4>(c),
+                    3 => group(r0).run::<3>(c),
+                    2 => group(r0).run::<2>(c),
+                    _ => group(r0).run::<1>(c),
+                }
+            }
+        }
+    }
+
+    /// One group of rows of a strip of `P` panels.
+    struct Group<'a, const P: usize> {
+        /// The group's inputs, its chunks in order.
+        a: &'a [f32],
+        panel: &'a [PanelRow],
+        panel_stride: usize,
+        kc: usize,
+        ldc: usize,
+        /// The columns of each panel that exist (only the last may be short).
+        masks: [__mmask16; P],
+        accumulate: bool,
+        finish: Option<StripFinish<'a>>,
+        /// Where the group's first row starts in the strip's residual.
+        residual_at: usize,
+    }
+
+    impl<const P: usize> Group<'_, P> {
+        /// `c` (starting at the group's first row, row stride `ldc`) for `ROWS` rows:
+        /// `ROWS · P` accumulators for the whole slice.
+        ///
+        /// # Safety
+        /// As [`strip`]; `a` holds the group's `⌈kc / 8⌉` chunks, every panel `kc` rows, `c`
+        /// (and the residual from `residual_at`) `(ROWS − 1)·ldc + cols` values.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run<const ROWS: usize>(&self, c: &mut [f32]) {
+            let (ldc, masks) = (self.ldc, self.masks);
+            let mut acc = [[_mm512_setzero_ps(); P]; ROWS];
+            if self.accumulate {
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: the masked lanes are the strip's columns of row `i` (in
+                        // bounds); masked-off lanes are not read.
+                        *acc = unsafe {
+                            _mm512_maskz_loadu_ps(masks[q], c.as_ptr().add(i * ldc + q * NR))
+                        };
+                    }
+                }
+            }
+            if let Some(StripFinish { residual: Some(residual), .. }) = self.finish {
+                // As on AVX2: the residual is old, ask for its lines before the `k` loop.
+                for i in 0..ROWS {
+                    let line = &residual[self.residual_at + i * ldc..];
+                    for q in 0..P {
+                        _mm_prefetch::<_MM_HINT_T0>(line[q * NR..].as_ptr().cast());
+                    }
+                }
+            }
+            let (a, panel) = (self.a.as_ptr(), self.panel.as_ptr());
+            let chunks = self.kc / CHUNK;
+            for chunk in 0..chunks {
+                for q in 0..CHUNK {
+                    // SAFETY: chunk `chunk` of `a` and panel row `chunk · 8 + q` are in bounds.
+                    unsafe {
+                        self.step(
+                            &mut acc,
+                            a.add(chunk * CHUNK_LEN),
+                            panel.add(chunk * CHUNK + q),
+                            q,
+                        )
+                    };
+                }
+            }
+            for q in 0..self.kc % CHUNK {
+                // SAFETY: the last, partial chunk holds columns `q < kc mod 8`.
+                unsafe {
+                    self.step(&mut acc, a.add(chunks * CHUNK_LEN), panel.add(chunks * CHUNK + q), q)
+                };
+            }
+            let bias = self.finish.map(|f| {
+                let mut bias = [_mm512_setzero_ps(); P];
+                for (q, b) in bias.iter_mut().enumerate() {
+                    // SAFETY: `bias` holds the strip's `cols` values; masked-off lanes are not read.
+                    *b = unsafe { _mm512_maskz_loadu_ps(masks[q], f.bias.as_ptr().add(q * NR)) };
+                }
+                bias
+            });
+            for (i, row) in acc.iter_mut().enumerate() {
+                if let (Some(f), Some(bias)) = (self.finish, bias) {
+                    for (q, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_add_ps(*v, bias[q]);
+                        if let Some(residual) = f.residual {
+                            let at = self.residual_at + i * ldc + q * NR;
+                            // SAFETY: the residual is laid out like `c` (asserted by the caller).
+                            let r = unsafe {
+                                _mm512_maskz_loadu_ps(masks[q], residual.as_ptr().add(at))
+                            };
+                            *v = _mm512_add_ps(*v, r);
+                        }
+                        if f.relu {
+                            *v = _mm512_max_ps(*v, _mm512_setzero_ps());
+                        }
+                    }
+                }
+                for (q, v) in row.iter().enumerate() {
+                    // SAFETY: as the loads from `c` above.
+                    unsafe {
+                        _mm512_mask_storeu_ps(c.as_mut_ptr().add(i * ldc + q * NR), masks[q], *v)
+                    };
+                }
+            }
+        }
+
+        /// One step of `k`: `acc[i][q] += a[i·8 + step] · panel q's row` for every row `i` and
+        /// panel `q` — the same fused multiply-adds as the AVX2 kernel's, in the same order.
+        ///
+        /// # Safety
+        /// `a` is valid for reads at `i·8 + step` for `i < ROWS`, `weights` at `q · panel_stride`
+        /// for `q < P`; AVX-512F is available.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn step<const ROWS: usize>(
+            &self,
+            acc: &mut [[__m512; P]; ROWS],
+            a: *const f32,
+            weights: *const PanelRow,
+            step: usize,
+        ) {
+            // SAFETY: per the contract; panel rows are 16 values aligned to 64 bytes.
+            unsafe {
+                let mut w = [_mm512_setzero_ps(); P];
+                for (q, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_load_ps((*weights.add(q * self.panel_stride)).0.as_ptr());
+                }
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.add(i * CHUNK + step));
+                    for (acc, w) in acc.iter_mut().zip(w) {
+                        *acc = _mm512_fmadd_ps(x, w, *acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,12 +970,31 @@ mod tests {
         (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect()
     }
 
-    /// Edge rows (m not a multiple of 6), edge columns (n not a multiple of 16) and several `K`
-    /// slices (k > 256), on the dispatched kernel and the portable one.
+    /// The kernel families this CPU runs; the others are named as skipped.
+    fn available_isas() -> Vec<CpuIsa> {
+        let (run, skipped): (Vec<_>, Vec<_>) =
+            CpuIsa::ALL.into_iter().partition(|i| i.is_available());
+        if !skipped.is_empty() {
+            eprintln!("skipped on this CPU: {skipped:?}");
+        }
+        run
+    }
+
+    /// Edge rows (m not a multiple of 6), edge columns (n not a multiple of 16), strips of 1 to 4
+    /// panels and several `K` slices (k > 256), on every kernel this CPU has.
     #[test]
     fn products_match_the_definition_at_every_edge() {
-        for isa in [Isa::detect(), Isa::Portable] {
-            for (m, k, n) in [(1, 1, 1), (7, 3, 17), (13, 300, 40), (6, 513, 16), (20, 64, 5)] {
+        for isa in available_isas() {
+            let shapes = [
+                (1, 1, 1),
+                (7, 3, 17),
+                (13, 300, 40),
+                (6, 513, 16),
+                (20, 64, 5),
+                (9, 130, 83),
+                (5, 9, 128),
+            ];
+            for (m, k, n) in shapes {
                 let (a, b) = (values(m * k, 1), values(k * n, 2));
                 let packed = PackedMatrix::new(&b, k, n);
                 let expected = reference(m, k, n, &a, &b);
@@ -708,6 +1013,45 @@ mod tests {
                     let want = (want + f64::from(bias[j % n]) + f64::from(residual[j])).max(0.0);
                     let close = (f64::from(*got) - want).abs() <= 1e-5 * k as f64;
                     assert!(close, "{isa:?} {m}×{k}×{n} finished: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    /// AVX2 and AVX-512 run the same fused chains: the same bits, at every edge of rows, columns
+    /// (1–5 panels, short last panel), `K` slices (both kernels' slice lengths) and the finish.
+    #[test]
+    fn simd_kernels_give_the_same_bits() {
+        let isas: Vec<_> =
+            [CpuIsa::Avx2, CpuIsa::Avx512].into_iter().filter(|i| i.is_available()).collect();
+        if isas.len() < 2 {
+            eprintln!("skipped: this CPU runs {isas:?} of AVX2 and AVX-512");
+            return;
+        }
+        for (m, k, n) in
+            [(1, 1, 1), (7, 129, 17), (13, 300, 80), (6, 513, 64), (20, 64, 70), (31, 257, 33)]
+        {
+            let (a, b) = (values(m * k, 7), values(k * n, 8));
+            let (bias, residual) = (values(n, 9), values(m * n, 10));
+            let packed = PackedMatrix::new(&b, k, n);
+            for relu in [false, true] {
+                for finish in [None, Some(Finish { bias: &bias, residual: Some(&residual), relu })]
+                {
+                    let outputs: Vec<Vec<f32>> = isas
+                        .iter()
+                        .map(|&isa| {
+                            let mut c = vec![f32::NAN; m * n];
+                            matmul_on(isa, m, &a, &packed, &mut c, finish);
+                            c
+                        })
+                        .collect();
+                    let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&outputs[0]),
+                        bits(&outputs[1]),
+                        "{m}×{k}×{n}, finish {}",
+                        finish.is_some()
+                    );
                 }
             }
         }
