@@ -229,6 +229,7 @@ impl Conv2d {
                 out,
                 top: self.padding.top,
                 left: self.padding.left,
+                tile: winograd::TileSize::Two,
                 weights: &[],
             },
             grad_out,
