@@ -32,8 +32,8 @@ impl Epilogue<'static> {
     pub const RELU: Self = Self { residual: None, relu: true };
 }
 
-/// Whether a layer of `dims = [kh, kw, C, O]` suits Winograd F(2×2, 3×3): 3×3, stride 1, ≥ 16
-/// channels in and out.
+/// Whether a layer of `dims = [kh, kw, C, O]` suits Winograd: 3×3, stride 1, ≥ 16 channels in
+/// and out.
 fn winograd_applies([kh, kw, c, o]: [usize; 4], stride: usize) -> bool {
     kh == 3 && kw == 3 && stride == 1 && c >= 16 && o >= 16
 }
@@ -226,16 +226,17 @@ impl Conv2d {
         }
     }
 
-    /// Whether a 3×3 stride-1 layer runs as Winograd F(2×2, 3×3) (`true` by default where it
-    /// applies: both channel counts ≥ 16, below which the transforms cost more than they save)
-    /// or as a plain GEMM over gathered windows. Other shapes ignore the setting.
+    /// Whether a 3×3 stride-1 layer runs as Winograd (F(4×4) or F(2×2) by map size; `true` by
+    /// default where it applies: both channel counts ≥ 16, below which the transforms cost more
+    /// than they save) or as a plain GEMM over gathered windows. Other shapes ignore the
+    /// setting.
     pub fn with_winograd(mut self, enabled: bool) -> Self {
         let dims = [self.kernel_h, self.kernel_w, self.in_channels, self.out_channels];
         self.forward_weights = ForwardWeights::new(&self.packed, dims, self.stride, enabled);
         self
     }
 
-    /// Whether the layer's shape suits Winograd F(2×2, 3×3).
+    /// Whether the layer's shape suits Winograd.
     pub(crate) fn winograd_applies(&self) -> bool {
         winograd_applies(
             [self.kernel_h, self.kernel_w, self.in_channels, self.out_channels],
@@ -243,7 +244,8 @@ impl Conv2d {
         )
     }
 
-    /// Whether [`Conv2d::forward`] runs Winograd F(2×2, 3×3).
+    /// Whether [`Conv2d::forward`] runs Winograd (F(4×4, 3×3) on output maps of at least
+    /// 16×16, F(2×2, 3×3) on smaller ones).
     pub fn uses_winograd(&self) -> bool {
         matches!(self.forward_weights, ForwardWeights::Winograd(_))
     }

@@ -6,7 +6,8 @@
 //! - [`Conv2d`]: any `kh × kw` kernel, any stride, explicit or TF "same" [`Padding`], as one GEMM
 //!   per block of output rows. A 1×1 stride-1 convolution multiplies the input rows themselves (no
 //!   im2col); other shapes gather their rows block by block (im2col in pieces that stay in cache);
-//!   3×3 stride-1 layers run Winograd F(2×2, 3×3).
+//!   3×3 stride-1 layers run Winograd: F(4×4, 3×3) on output maps of at least 16×16, F(2×2, 3×3)
+//!   on smaller ones.
 //!   A fused [`Epilogue`] adds the bias, an optional residual and an optional ReLU while the block
 //!   is still in cache. BatchNorm folds into the weights ([`Conv2d::fold_batch_norm`]).
 //! - [`max_pool`] (TF "same", symmetric or no padding; a 1×1 window with stride 2 is FPN's P6) and
