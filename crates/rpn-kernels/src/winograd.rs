@@ -245,53 +245,43 @@ fn output_transform_6<const W: usize>([m0, m1, m2, m3, m4, m5]: [Lanes<W>; 6]) -
     ]
 }
 
-/// Channels `c0 .. c0 + W` of one 6×6 patch `d` transformed (F(4×4, 3×3)): value `ξ = 6i + j`
-/// goes to `v[ξ · matrix_len + at ..][..W]`.
-#[inline(always)]
-fn transform_lanes_6<const W: usize>(
-    d: &[[&[f32]; 6]; 6],
-    c0: usize,
-    v: &mut [f32],
-    matrix_len: usize,
-    at: usize,
-) {
-    let load = |pixel: &[f32]| -> Lanes<W> {
-        let mut lanes = [0f32; W];
-        lanes.copy_from_slice(&pixel[c0..c0 + W]);
-        lanes
-    };
-    let mut columns = [[[0f32; W]; 6]; 6];
-    for (j, column) in columns.iter_mut().enumerate() {
-        let mut pixels = [[0f32; W]; 6];
-        for (i, p) in pixels.iter_mut().enumerate() {
-            *p = load(d[i][j]);
-        }
-        *column = input_transform_6(pixels);
-    }
-    for i in 0..6 {
-        let mut values = [[0f32; W]; 6];
-        for (j, value) in values.iter_mut().enumerate() {
-            *value = columns[j][i];
-        }
-        for (j, values) in input_transform_6(values).iter().enumerate() {
-            let at = (6 * i + j) * matrix_len + at;
-            v[at..at + W].copy_from_slice(values);
-        }
-    }
-}
-
 /// `Bᵀ d` for one column (or row) of a 4×4 patch, `W` channels at a time.
 #[inline(always)]
 fn input_transform<const W: usize>([d0, d1, d2, d3]: [Lanes<W>; 4]) -> [Lanes<W>; 4] {
     [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)]
 }
 
-/// Channels `c0 .. c0 + W` of one patch `d` transformed: value `ξ` goes to
-/// `v[ξ · matrix_len + at ..][..W]`. `W` is a constant so that every copy is a fixed-size move
-/// (a variable one becomes a `memcpy` call).
+/// The 1-D input transform `Bᵀ` of one tile size, applied to `P` values of `W` channels.
+trait InputTransform<const P: usize> {
+    fn apply<const W: usize>(d: [Lanes<W>; P]) -> [Lanes<W>; P];
+}
+
+/// F(2×2, 3×3)'s `Bᵀ` ([`input_transform`]).
+struct Patch4;
+
+impl InputTransform<4> for Patch4 {
+    #[inline(always)]
+    fn apply<const W: usize>(d: [Lanes<W>; 4]) -> [Lanes<W>; 4] {
+        input_transform(d)
+    }
+}
+
+/// F(4×4, 3×3)'s `Bᵀ` ([`input_transform_6`]).
+struct Patch6;
+
+impl InputTransform<6> for Patch6 {
+    #[inline(always)]
+    fn apply<const W: usize>(d: [Lanes<W>; 6]) -> [Lanes<W>; 6] {
+        input_transform_6(d)
+    }
+}
+
+/// Channels `c0 .. c0 + W` of one `P × P` patch `d` transformed, `Bᵀ d B` (`B` from `T`):
+/// value `ξ = P·i + j` goes to `v[ξ · matrix_len + at ..][..W]`. `W` is a constant so that
+/// every copy is a fixed-size move (a variable one becomes a `memcpy` call).
 #[inline(always)]
-fn transform_lanes<const W: usize>(
-    d: &[[&[f32]; 4]; 4],
+fn transform_lanes<T: InputTransform<P>, const W: usize, const P: usize>(
+    d: &[[&[f32]; P]; P],
     c0: usize,
     v: &mut [f32],
     matrix_len: usize,
@@ -303,14 +293,21 @@ fn transform_lanes<const W: usize>(
         lanes
     };
     // Bᵀ d (each column), then (·) B (each row).
-    let mut columns = [[[0f32; W]; 4]; 4];
+    let mut columns = [[[0f32; W]; P]; P];
     for (j, column) in columns.iter_mut().enumerate() {
-        *column = input_transform([load(d[0][j]), load(d[1][j]), load(d[2][j]), load(d[3][j])]);
+        let mut pixels = [[0f32; W]; P];
+        for (i, pixel) in pixels.iter_mut().enumerate() {
+            *pixel = load(d[i][j]);
+        }
+        *column = T::apply(pixels);
     }
-    for i in 0..4 {
-        let row = input_transform([columns[0][i], columns[1][i], columns[2][i], columns[3][i]]);
-        for (j, values) in row.iter().enumerate() {
-            let at = (4 * i + j) * matrix_len + at;
+    for i in 0..P {
+        let mut values = [[0f32; W]; P];
+        for (j, value) in values.iter_mut().enumerate() {
+            *value = columns[j][i];
+        }
+        for (j, values) in T::apply(values).iter().enumerate() {
+            let at = (P * i + j) * matrix_len + at;
             v[at..at + W].copy_from_slice(values);
         }
     }
@@ -393,10 +390,7 @@ impl Layer<'_> {
         assert_eq!(self.weights.len(), points, "winograd: weights for another tile size");
         let (v, m) =
             scratch_slice(scratch, points * (v_len + tiles * o_n)).split_at_mut(points * v_len);
-        match self.tile {
-            TileSize::Two => self.transform_input(rows, v, layout),
-            TileSize::Four => self.transform_input_4x4(rows, v, layout),
-        }
+        self.transform_input(rows, v, layout);
         for (xi, weights) in self.weights.iter().enumerate() {
             matmul_grouped(
                 tiles,
@@ -408,42 +402,36 @@ impl Layer<'_> {
         self.transform_output(m, rows, block, finish);
     }
 
-    /// [`Layer::transform_input`] for F(4×4, 3×3): 36 matrices from 6×6 patches.
-    fn transform_input_4x4(&self, rows: TileRows, v: &mut [f32], layout: Layout) {
-        let c_n = self.shape.channels;
-        let tiles = rows.count * self.tile_cols();
-        let matrix_len = layout.matrix_len(tiles, c_n);
-        let zeros = vec![0f32; c_n];
-        for tile in 0..tiles {
-            let d = self.patch::<6>(rows, tile, &zeros);
-            for chunk in 0..c_n / CHUNK {
-                let at = layout.chunk(tile, chunk, c_n);
-                transform_lanes_6::<CHUNK>(&d, chunk * CHUNK, v, matrix_len, at);
-            }
-            for c in c_n / CHUNK * CHUNK..c_n {
-                let at = layout.chunk(tile, c / CHUNK, c_n) + c % CHUNK;
-                transform_lanes_6::<1>(&d, c, v, matrix_len, at);
-            }
+    /// `V[ξ][tile][c] = (Bᵀ d B)[ξ]` for the tiles of `rows`, each of the 16 or 36 matrices
+    /// `[tiles, C]` in `layout`.
+    fn transform_input(&self, rows: TileRows, v: &mut [f32], layout: Layout) {
+        match self.tile {
+            TileSize::Two => self.transform_patches::<Patch4, 4>(rows, v, layout),
+            TileSize::Four => self.transform_patches::<Patch6, 6>(rows, v, layout),
         }
     }
 
-    /// `V[ξ][tile][c] = (Bᵀ d B)[ξ]` for the tiles of `rows`, each of the 16 matrices
-    /// `[tiles, C]` in `layout`.
-    fn transform_input(&self, rows: TileRows, v: &mut [f32], layout: Layout) {
+    /// [`Layer::transform_input`] for patches of `P × P` pixels.
+    fn transform_patches<T: InputTransform<P>, const P: usize>(
+        &self,
+        rows: TileRows,
+        v: &mut [f32],
+        layout: Layout,
+    ) {
         let c_n = self.shape.channels;
         let tiles = rows.count * self.tile_cols();
         let matrix_len = layout.matrix_len(tiles, c_n);
         let zeros = vec![0f32; c_n];
         for tile in 0..tiles {
-            let d = self.patch::<4>(rows, tile, &zeros);
+            let d = self.patch::<P>(rows, tile, &zeros);
             // Whole chunks of 8 channels, then any channels left one at a time.
             for chunk in 0..c_n / CHUNK {
                 let at = layout.chunk(tile, chunk, c_n);
-                transform_lanes::<CHUNK>(&d, chunk * CHUNK, v, matrix_len, at);
+                transform_lanes::<T, CHUNK, P>(&d, chunk * CHUNK, v, matrix_len, at);
             }
             for c in c_n / CHUNK * CHUNK..c_n {
                 let at = layout.chunk(tile, c / CHUNK, c_n) + c % CHUNK;
-                transform_lanes::<1>(&d, c, v, matrix_len, at);
+                transform_lanes::<T, 1, P>(&d, c, v, matrix_len, at);
             }
         }
     }
