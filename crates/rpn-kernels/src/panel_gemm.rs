@@ -23,8 +23,8 @@
 //! compiler vectorises for the target's baseline SIMD).
 //!
 //! **AVX-512.** The same packed weights and grouped inputs feed a 6 × 64 micro-kernel on zmm
-//! registers: four 16-column panels side by side (one register each), 24 accumulators, the
-//! input broadcast straight from memory into each multiply-add. Each output is the same fused
+//! registers: four 16-column panels side by side (one register each), 24 accumulators, each
+//! input broadcast once and used by its row's four multiply-adds. Each output is the same fused
 //! chain as on AVX2, so the two give the same bits (tested); `K` slices are [`KC_AVX512`] long
 //! so that the four panel slices (32 KiB) still stay in L1. Edge columns use masked loads and
 //! stores. [`CpuIsa::active`] picks the family once per process.
@@ -734,8 +734,7 @@ mod avx512 {
     use super::{PanelRow, Strip, StripFinish, CHUNK, CHUNK_LEN, MR, NR};
 
     /// Panels per strip: 6 rows × 4 panels = 24 accumulators, plus 4 panel rows, in the 32 zmm
-    /// registers; per step of `k`, 10 loads (4 panel rows, 6 broadcasts folded into the
-    /// multiply-adds) feed 24 multiply-adds.
+    /// registers; per step of `k`, 10 loads (4 panel rows, 6 broadcasts) feed 24 multiply-adds.
     pub(super) const PANELS: usize = 4;
 
     /// Lanes `0 .. cols` of a register (`cols ≤ 16`).

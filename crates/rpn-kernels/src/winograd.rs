@@ -69,7 +69,7 @@ impl TileSize {
 }
 
 /// The smallest output side that runs F(4×4, 3×3).
-pub(crate) const MIN_SIDE_4X4: usize = 16;
+const MIN_SIDE_4X4: usize = 16;
 
 /// Transformed 3×3 weights for `tile`: 16 or 36 matrices `[C, O]`.
 pub(crate) fn transform_weights_for(
